@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import platform
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from typing import Any
 
-from trainer.errors import ConfigError
+from trainer.errors import ConfigError, TrialCancelledError
 from trainer.generation import SamplingConfig, sample_completions
 from trainer.humaneval import DEFAULT_CPU_SUBSET, prepare_prompt, select_problems, to_completion
 from trainer.passk import summarize
@@ -122,7 +123,7 @@ def execute_completions(problems: Sequence[Mapping[str, Any]], completions: Sequ
 
 def evaluate_model(model: Any, tokenizer: Any, *, config: EvalConfig = EvalConfig(),
                    model_name: str = "", on_progress: Callable[[str, int, int], None] | None = None,
-                   ) -> EvalReport:
+                   cancel: threading.Event | None = None) -> EvalReport:
     """Sample n completions per problem, execute them sandboxed, and estimate pass@k."""
     problems = select_problems(config.problems)
     start = time.perf_counter()
@@ -130,7 +131,10 @@ def evaluate_model(model: Any, tokenizer: Any, *, config: EvalConfig = EvalConfi
         model, tokenizer, [prepare_prompt(p["prompt"]) for p in problems],
         config=config.sampling(),
         on_progress=(lambda d, t: on_progress("generate", d, t)) if on_progress else None,
+        cancel=cancel,
     )
+    if cancel is not None and cancel.is_set():
+        raise TrialCancelledError("evaluation cancelled")
     generated = time.perf_counter()
     flat_problems = [p for p in problems for _ in range(config.n)]
     completions = [to_completion(p, text) for p, texts in zip(problems, raw, strict=True)

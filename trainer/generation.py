@@ -10,11 +10,13 @@ is spent on finished samples.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from trainer.errors import TrialCancelledError
 from trainer.humaneval import STOP_SEQUENCES, has_stopped
 
 if TYPE_CHECKING:
@@ -87,8 +89,8 @@ def _prefill(model: Any, tokenizer: Any, prompts: Sequence[str], n: int) -> tupl
 
 
 def _decode_chunk(model: Any, tokenizer: Any, prompts: Sequence[str], cfg: SamplingConfig,
-                  gen: torch.Generator, stops: Sequence[str],
-                  on_row_done: Callable[[], None]) -> tuple[list[list[str]], int, int]:
+                  gen: torch.Generator, stops: Sequence[str], on_row_done: Callable[[], None],
+                  cancel: threading.Event | None) -> tuple[list[list[str]], int, int]:
     import torch
 
     logits, cache, mask = _prefill(model, tokenizer, prompts, cfg.n)
@@ -99,6 +101,8 @@ def _decode_chunk(model: Any, tokenizer: Any, prompts: Sequence[str], cfg: Sampl
     eos = tokenizer.eos_token_id
     tokens = forward_rows = 0
     for step in range(cfg.max_new_tokens):
+        if cancel is not None and cancel.is_set():
+            raise TrialCancelledError("generation cancelled")
         next_tokens = _sample(logits, cfg, gen)
         forward_rows += len(rows.owner)
         keep: list[int] = []
@@ -141,6 +145,7 @@ def sample_completions(
     config: SamplingConfig = SamplingConfig(),
     stops: Sequence[str] = STOP_SEQUENCES,
     on_progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> tuple[list[list[str]], GenerationStats]:
     """Sample ``config.n`` continuations of every prompt; returns raw generated texts.
 
@@ -170,7 +175,7 @@ def sample_completions(
         for c in range(0, len(order), per_chunk):
             chunk = order[c:c + per_chunk]
             texts, t, f = _decode_chunk(model, tokenizer, [prompts[i] for i in chunk], config,
-                                        gen, stops, row_done)
+                                        gen, stops, row_done, cancel)
             tokens += t
             forward_rows += f
             for i, samples in zip(chunk, texts, strict=True):

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from trainer.errors import TrialCancelledError
+from trainer.generation import SamplingConfig, sample_completions
+from trainer.humaneval import prepare_prompt, select_problems
+from trainer.models import LoadedModel, load_model
+
+
+@pytest.fixture(scope="module")
+def tiny() -> LoadedModel:
+    return load_model("tiny-random")
+
+
+def _prompts(count: int) -> list[str]:
+    return [prepare_prompt(p["prompt"]) for p in select_problems(str(count))]
+
+
+def _hf_greedy(tiny: LoadedModel, prompt: str, max_new_tokens: int) -> list[int]:
+    enc = tiny.tokenizer(prompt, return_tensors="pt")
+    with torch.inference_mode():
+        out = tiny.model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens,
+                                  pad_token_id=tiny.tokenizer.pad_token_id)
+    return out[0, enc["input_ids"].shape[1]:].tolist()
+
+
+def test_greedy_matches_per_prompt_generate_with_padding_and_early_stops(tiny: LoadedModel) -> None:
+    """Batched decoding (left padding, shared prefill, rows leaving early) = plain generate."""
+    prompts = _prompts(3)
+    steps = 12
+    reference = [_hf_greedy(tiny, p, steps) for p in prompts]
+    # Make prompt 0's row stop after its 4th token, so rows leave the batch mid-way.
+    decoded0 = [tiny.tokenizer.decode([t]) for t in reference[0]]
+    stop = "".join(decoded0[:4])[-3:]
+    cfg = SamplingConfig(n=1, temperature=0.0, max_new_tokens=steps, batch_rows=8)
+    texts, stats = sample_completions(tiny.model, tiny.tokenizer, prompts, config=cfg, stops=[stop])
+    for i, ref in enumerate(reference):
+        expected = ""
+        for tok in ref:
+            expected += tiny.tokenizer.decode([tok])
+            if stop in expected:
+                break
+        assert tiny.tokenizer.decode(tiny.tokenizer(texts[i][0], add_special_tokens=False)
+                                     ["input_ids"]) == texts[i][0]
+        assert texts[i][0] == expected, i
+    assert stats.forward_rows < len(prompts) * steps  # the stopped row cost nothing afterwards
+
+
+def test_same_seed_same_samples_and_other_seed_differs(tiny: LoadedModel) -> None:
+    prompts = _prompts(2)
+    cfg = SamplingConfig(n=3, max_new_tokens=6, seed=1, batch_rows=6)
+    a, _ = sample_completions(tiny.model, tiny.tokenizer, prompts, config=cfg)
+    b, _ = sample_completions(tiny.model, tiny.tokenizer, prompts, config=cfg)
+    c, _ = sample_completions(tiny.model, tiny.tokenizer, prompts,
+                              config=SamplingConfig(n=3, max_new_tokens=6, seed=2, batch_rows=6))
+    assert a == b
+    assert a != c
+    assert [len(x) for x in a] == [3, 3]
+
+
+def test_chunking_covers_every_prompt_and_reports_progress(tiny: LoadedModel) -> None:
+    seen: list[tuple[int, int]] = []
+    texts, stats = sample_completions(
+        tiny.model, tiny.tokenizer, _prompts(5),
+        config=SamplingConfig(n=2, max_new_tokens=3, batch_rows=4),
+        on_progress=lambda d, t: seen.append((d, t)))
+    assert len(texts) == 5 and all(len(t) == 2 for t in texts)
+    assert seen[-1] == (10, 10)
+    assert stats.tokens <= 10 * 3
+
+
+def test_cancel_stops_generation(tiny: LoadedModel) -> None:
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(TrialCancelledError):
+        sample_completions(tiny.model, tiny.tokenizer, _prompts(1),
+                           config=SamplingConfig(n=1, max_new_tokens=5), cancel=cancel)

@@ -1,0 +1,93 @@
+"""One trial end to end: federated LoRA training, then HumanEval pass@k of the result.
+
+This is the real :class:`trainer.trial.TrialFunction` that the trainer
+service and ``scalefed train`` run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from trainer.errors import TrialCancelledError
+from trainer.evaluator import EvalConfig, evaluate_model, versions
+from trainer.models import LoadedModel, load_model
+from trainer.trial import EvalProgressEvent, TrialEvent, TrialResult, TrialSpec
+
+_POOL_LOCK = threading.Lock()
+_IDLE: dict[str, list[LoadedModel]] = {}
+
+
+@contextlib.contextmanager
+def _borrow_model(name: str) -> Iterator[LoadedModel]:
+    """A loaded base model for one trial; reused across trials, never shared by two at once."""
+    with _POOL_LOCK:
+        idle = _IDLE.setdefault(name, [])
+        loaded = idle.pop() if idle else None
+    if loaded is None:
+        loaded = load_model(name)
+    ok = False
+    try:
+        yield loaded
+        ok = True
+    finally:
+        # A model whose adapter could not be removed is dropped, not reused.
+        if ok:
+            with _POOL_LOCK:
+                _IDLE.setdefault(name, []).append(loaded)
+
+
+def eval_config(spec: TrialSpec) -> EvalConfig:
+    """The evaluation a trial spec asks for (common random numbers: eval_seed, fixed subset)."""
+    ks = (1, spec.k) if spec.k != 1 else (1,)
+    return EvalConfig(problems=spec.problems, n=spec.samples, ks=ks, temperature=spec.temperature,
+                      top_p=spec.top_p, max_new_tokens=spec.max_new_tokens, seed=spec.eval_seed)
+
+
+def run_trial(spec: TrialSpec, *, on_event: Callable[[TrialEvent], None] | None = None,
+              cancel: threading.Event | None = None, progress: bool | None = None) -> TrialResult:
+    """Train federated as ``spec`` says, evaluate, and return pass@1 / pass@k with the run record."""
+    from trainer.federated import train_federated
+
+    started = time.perf_counter()
+    config = eval_config(spec)  # validate before spending minutes on training
+    with _borrow_model(spec.model) as loaded:
+        load_s = time.perf_counter() - started
+        run = train_federated(loaded=loaded, spec=spec, on_event=on_event, cancel=cancel,
+                              progress=progress)
+        try:
+            if cancel is not None and cancel.is_set():
+                raise TrialCancelledError("cancelled after training")
+
+            def report_progress(stage: str, done: int, total: int) -> None:
+                if on_event is not None:
+                    on_event(EvalProgressEvent(stage=stage, done=done, total=total))
+
+            eval_start = time.perf_counter()
+            report = evaluate_model(run.model, loaded.tokenizer, config=config,
+                                    model_name=spec.model, on_progress=report_progress,
+                                    cancel=cancel)
+            eval_s = time.perf_counter() - eval_start
+        finally:
+            run.release()
+    k_key = f"pass@{spec.k}"
+    timings = {"load_s": load_s, **{f"train.{k}": v for k, v in run.timings.items()},
+               "eval_s": eval_s, "generate_s": report.timings["generate_s"],
+               "execute_s": report.timings["execute_s"],
+               "total_s": time.perf_counter() - started}
+    record: dict[str, Any] = {
+        "params": spec.to_dict(),
+        "pass@1": report.pass_at["pass@1"], k_key: report.pass_at[k_key],
+        "stderr": {key: report.stderr[key] for key in report.pass_at},
+        "training": run.to_record(),
+        "evaluation": report.to_dict(),
+        "timings": timings,
+        "versions": versions(),
+    }
+    return TrialResult(pass_at_1=report.pass_at["pass@1"], pass_at_k=report.pass_at[k_key],
+                       k=spec.k, stderr=report.stderr[k_key], stderr_at_1=report.stderr["pass@1"],
+                       n=report.n, problems=report.problems, correct=report.correct,
+                       timings=timings, record=record)
