@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-import trainer.evaluator as evaluator
+from trainer import evaluator
 from trainer.cli import main
 from trainer.errors import ConfigError
 from trainer.evaluator import EvalConfig, evaluate_model
