@@ -3,9 +3,10 @@
 A plain ``model.generate`` per problem keeps decoding every row until the
 slowest of its n samples stops, and runs at a batch size (n) where CPU decoding
 is memory-bound. Here one batch holds several problems' samples; each prompt is
-prefilled once and its KV cache repeated n times; a row leaves the batch (its
-cache rows are dropped) the step it emits EOS or a stop sequence, so no compute
-is spent on finished samples.
+prefilled once and its KV cache repeated n times; a row stops the step it
+emits EOS or a stop sequence, finished rows are dropped from the cache in
+bulk, and new prompts join the batch as old ones finish (continuous batching),
+so the batch stays near ``batch_rows`` rows instead of draining to a few.
 """
 
 from __future__ import annotations
@@ -60,81 +61,155 @@ def _sample(logits: torch.Tensor, cfg: SamplingConfig, gen: torch.Generator) -> 
 
 
 @dataclass
-class _Rows:
-    """Book-keeping for the rows still decoding."""
+class _Batch:
+    """The rows decoding together: their KV cache, attention mask and pending logits.
 
-    owner: list[tuple[int, int]]  # (prompt index, sample index) of each live row
+    Rows that finish stay in the batch as dead weight until a quarter of the
+    batch is dead or new prompts join: compacting copies the whole cache, which
+    costs more than a few wasted row-steps.
+    """
+
+    cache: Any
+    mask: torch.Tensor
+    logits: torch.Tensor
+    owner: list[tuple[int, int]]  # (prompt index, sample index) of each row
     ids: list[list[int]]
     texts: list[str]
+    live: list[bool]
+
+    def select(self, keep: list[int]) -> None:
+        import torch
+
+        idx = torch.tensor(keep)
+        self.cache.batch_select_indices(idx)
+        self.mask, self.logits = self.mask[idx], self.logits[idx]
+        self.owner = [self.owner[i] for i in keep]
+        self.ids = [self.ids[i] for i in keep]
+        self.texts = [self.texts[i] for i in keep]
+        self.live = [self.live[i] for i in keep]
+
+    def absorb(self, other: _Batch) -> None:
+        """Append another batch's rows, left-padding the shorter cache so positions line up."""
+        import torch
+        import torch.nn.functional as F
+
+        width = max(self.mask.shape[1], other.mask.shape[1])
+        for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
+            for name in ("keys", "values"):
+                a, b = getattr(mine, name), getattr(theirs, name)
+                a = F.pad(a, (0, 0, width - a.shape[-2], 0))
+                b = F.pad(b, (0, 0, width - b.shape[-2], 0))
+                setattr(mine, name, torch.cat([a, b], dim=0))
+        self.mask = torch.cat([F.pad(self.mask, (width - self.mask.shape[1], 0)),
+                               F.pad(other.mask, (width - other.mask.shape[1], 0))], dim=0)
+        self.logits = torch.cat([self.logits, other.logits], dim=0)
+        self.owner += other.owner
+        self.ids += other.ids
+        self.texts += other.texts
+        self.live += other.live
 
 
-def _prefill(model: Any, tokenizer: Any, prompts: Sequence[str], n: int) -> tuple[Any, Any, Any]:
-    """Run the prompts once (left-padded), then repeat logits/cache/mask n times per prompt."""
+def _prefill(model: Any, tokenizer: Any, prompts: Sequence[str], first: int, n: int) -> _Batch:
+    """Run the prompts once (left-padded), then repeat cache, mask and logits n times each."""
     import torch
+    from transformers import DynamicCache
 
     enc = tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left")
     mask = enc["attention_mask"]
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
     with torch.inference_mode():
         out = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=positions,
-                    cache=cache, use_cache=True, logits_to_keep=1)
+                    cache=DynamicCache(), use_cache=True, logits_to_keep=1)
     cache = out.cache
     if n > 1:
         cache.batch_repeat_interleave(n)
-    logits = out.logits[:, -1, :].repeat_interleave(n, dim=0)
-    return logits, cache, mask.repeat_interleave(n, dim=0)
+    rows = len(prompts) * n
+    return _Batch(cache=cache, mask=mask.repeat_interleave(n, dim=0),
+                  logits=out.logits[:, -1, :].repeat_interleave(n, dim=0),
+                  owner=[(first + p, s) for p in range(len(prompts)) for s in range(n)],
+                  ids=[[] for _ in range(rows)], texts=["" for _ in range(rows)],
+                  live=[True] * rows)
 
 
-def _decode_chunk(model: Any, tokenizer: Any, prompts: Sequence[str], cfg: SamplingConfig,
-                  gen: torch.Generator, stops: Sequence[str], on_row_done: Callable[[], None],
-                  cancel: threading.Event | None) -> tuple[list[list[str]], int, int]:
-    import torch
+@dataclass
+class _Decoder:
+    """Continuous batching: prompts join as earlier ones finish, so the batch stays full."""
 
-    logits, cache, mask = _prefill(model, tokenizer, prompts, cfg.n)
-    rows = _Rows(owner=[(p, s) for p in range(len(prompts)) for s in range(cfg.n)],
-                 ids=[[] for _ in range(len(prompts) * cfg.n)],
-                 texts=["" for _ in range(len(prompts) * cfg.n)])
-    out: list[list[str]] = [["" for _ in range(cfg.n)] for _ in prompts]
-    eos = tokenizer.eos_token_id
-    tokens = forward_rows = 0
-    for step in range(cfg.max_new_tokens):
-        if cancel is not None and cancel.is_set():
-            raise TrialCancelledError("generation cancelled")
-        next_tokens = _sample(logits, cfg, gen)
-        forward_rows += len(rows.owner)
-        keep: list[int] = []
+    model: Any
+    tokenizer: Any
+    prompts: Sequence[str]
+    cfg: SamplingConfig
+    stops: Sequence[str]
+    gen: torch.Generator
+    on_row_done: Callable[[], None]
+    results: list[list[str]]
+    tokens: int = 0
+    forward_rows: int = 0
+    next_prompt: int = 0
+
+    def _refill(self, batch: _Batch | None) -> _Batch | None:
+        live = 0 if batch is None else sum(batch.live)
+        room = (self.cfg.batch_rows - live) // self.cfg.n
+        # Refill in bulk (at half capacity) so the cache is merged rarely.
+        if self.next_prompt >= len(self.prompts) or (batch is not None and live > self.cfg.batch_rows // 2):
+            return batch
+        take = max(1, room) if live == 0 else room
+        if take < 1:
+            return batch
+        first = self.next_prompt
+        chunk = self.prompts[first:first + take]
+        self.next_prompt += len(chunk)
+        fresh = _prefill(self.model, self.tokenizer, chunk, first, self.cfg.n)
+        if batch is None:
+            return fresh
+        batch.select([i for i, alive in enumerate(batch.live) if alive])
+        batch.absorb(fresh)
+        return batch
+
+    def _consume(self, batch: _Batch, next_tokens: torch.Tensor) -> None:
+        eos = self.tokenizer.eos_token_id
         for i, tok in enumerate(next_tokens.tolist()):
-            tokens += 1
+            if not batch.live[i]:
+                continue
+            self.tokens += 1
             done = tok == eos
             if not done:
-                rows.ids[i].append(tok)
-                rows.texts[i] += tokenizer.decode([tok])
-                done = has_stopped(rows.texts[i], stops) or step == cfg.max_new_tokens - 1
+                batch.ids[i].append(tok)
+                batch.texts[i] += self.tokenizer.decode([tok])
+                done = (has_stopped(batch.texts[i], self.stops)
+                        or len(batch.ids[i]) >= self.cfg.max_new_tokens)
             if done:
-                p, s = rows.owner[i]
-                out[p][s] = tokenizer.decode(rows.ids[i])
-                on_row_done()
-            else:
-                keep.append(i)
-        if not keep:
-            break
-        if len(keep) < len(rows.owner):
-            idx = torch.tensor(keep)
-            cache.batch_select_indices(idx)
-            mask, next_tokens = mask[idx], next_tokens[idx]
-            rows = _Rows(owner=[rows.owner[i] for i in keep], ids=[rows.ids[i] for i in keep],
-                         texts=[rows.texts[i] for i in keep])
-        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-        positions = mask.sum(-1, keepdim=True) - 1
-        with torch.inference_mode():
-            step_out = model(input_ids=next_tokens[:, None], attention_mask=mask,
-                             position_ids=positions, cache=cache, use_cache=True)
-        cache = step_out.cache
-        logits = step_out.logits[:, -1, :]
-    return out, tokens, forward_rows
+                batch.live[i] = False
+                p, s = batch.owner[i]
+                self.results[p][s] = self.tokenizer.decode(batch.ids[i])
+                self.on_row_done()
+
+    def run(self, cancel: threading.Event | None) -> None:
+        import torch
+
+        batch: _Batch | None = None
+        while True:
+            if cancel is not None and cancel.is_set():
+                raise TrialCancelledError("generation cancelled")
+            batch = self._refill(batch)
+            if batch is None:
+                return
+            next_tokens = _sample(batch.logits, self.cfg, self.gen)
+            self.forward_rows += len(batch.live)
+            self._consume(batch, next_tokens)
+            alive = [i for i, a in enumerate(batch.live) if a]
+            if not alive:
+                batch = None
+                continue
+            if len(batch.live) - len(alive) >= max(1, len(batch.live) // 4):
+                batch.select(alive)
+                next_tokens = next_tokens[torch.tensor(alive)]
+            batch.mask = torch.cat([batch.mask, batch.mask.new_ones((batch.mask.shape[0], 1))], 1)
+            positions = batch.mask.sum(-1, keepdim=True) - 1
+            with torch.inference_mode():
+                out = self.model(input_ids=next_tokens[:, None], attention_mask=batch.mask,
+                                 position_ids=positions, cache=batch.cache, use_cache=True)
+            batch.cache, batch.logits = out.cache, out.logits[:, -1, :]
 
 
 def sample_completions(
@@ -149,15 +224,14 @@ def sample_completions(
 ) -> tuple[list[list[str]], GenerationStats]:
     """Sample ``config.n`` continuations of every prompt; returns raw generated texts.
 
-    Prompts are grouped (longest first, to keep left padding small) into chunks
-    of about ``batch_rows`` rows. Deterministic for a given seed and config.
+    About ``batch_rows`` rows decode together; new prompts join as earlier rows
+    finish (continuous batching). Deterministic for a given seed and config.
     """
     import torch
 
-    gen = torch.Generator().manual_seed(config.seed)
-    per_chunk = max(1, config.batch_rows // config.n)
+    # Longest prompts first: prompts that join together have similar lengths,
+    # so little left padding is computed.
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    results: list[list[str]] = [[] for _ in prompts]
     total = len(prompts) * config.n
     done = 0
 
@@ -167,21 +241,20 @@ def sample_completions(
         if on_progress is not None:
             on_progress(done, total)
 
+    decoder = _Decoder(model=model, tokenizer=tokenizer, prompts=[prompts[i] for i in order],
+                       cfg=config, stops=stops, gen=torch.Generator().manual_seed(config.seed),
+                       on_row_done=row_done,
+                       results=[["" for _ in range(config.n)] for _ in prompts])
     start = time.perf_counter()
-    tokens = forward_rows = 0
     was_training = model.training
     model.eval()
     try:
-        for c in range(0, len(order), per_chunk):
-            chunk = order[c:c + per_chunk]
-            texts, t, f = _decode_chunk(model, tokenizer, [prompts[i] for i in chunk], config,
-                                        gen, stops, row_done, cancel)
-            tokens += t
-            forward_rows += f
-            for i, samples in zip(chunk, texts, strict=True):
-                results[i] = samples
+        decoder.run(cancel)
     finally:
         model.train(was_training)
-    stats = GenerationStats(tokens=tokens, seconds=time.perf_counter() - start,
-                            forward_rows=forward_rows)
+    results: list[list[str]] = [[] for _ in prompts]
+    for rank, i in enumerate(order):
+        results[i] = decoder.results[rank]
+    stats = GenerationStats(tokens=decoder.tokens, seconds=time.perf_counter() - start,
+                            forward_rows=decoder.forward_rows)
     return results, stats

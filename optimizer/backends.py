@@ -1,0 +1,204 @@
+"""Trial backends: where one trial actually runs.
+
+The runner only knows the ``TrialBackend`` protocol: ``run(params, on_round=, cancel=)``
+with ``params`` the full flat TrialSpec dict (profile, distribution, seeds and the
+searched values). Three implementations:
+
+* ``SyntheticBackend`` - the known-optimum landscape of ``optimizer.synthetic``;
+* ``InProcessBackend`` - a ``trainer.trial.TrialFunction`` called in this process;
+* ``GrpcBackend`` - a remote trainer service (adapter around ``trainer.client.TrainerClient``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from optimizer.synthetic import Landscape, default_optimum, noise_seed, simulate
+from trainer.errors import ConfigError, ScalefedError, TrialCancelledError
+from trainer.trial import RoundEvent, TrialEvent, TrialFunction, TrialSpec
+
+BACKEND_KINDS: tuple[str, ...] = ("synthetic", "inprocess", "grpc")
+RoundCallback = Callable[[int, float], None]
+
+
+class BackendError(ScalefedError):
+    """The trainer died, was unreachable or returned garbage: the trial fails and is retried."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackendResult:
+    """What the optimizer needs from one finished trial."""
+
+    pass_at_k: float
+    stderr: float
+    n: int
+    problems: tuple[str, ...]
+    record: Mapping[str, Any] = field(default_factory=dict)
+
+
+class TrialBackend(Protocol):
+    """Runs one trial; must poll ``cancel`` and raise TrialCancelledError when it is set."""
+
+    name: str
+
+    def run(self, params: Mapping[str, Any], *, on_round: RoundCallback | None = None,
+            cancel: threading.Event | None = None) -> BackendResult: ...
+
+
+def problem_ids(problems: str) -> tuple[str, ...]:
+    """HumanEval task ids from a count ("40": the first 40) or a comma-separated id list."""
+    text = str(problems).strip()
+    if text.isdigit():
+        return tuple(f"HumanEval/{i}" for i in range(int(text)))
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def synthetic_rounds(params: Mapping[str, Any]) -> int:
+    """Rounds a trial would run: fixed, or compute-matched (fewer rounds at high participation)."""
+    if params.get("budget_mode", "client_steps") == "rounds":
+        return int(params.get("rounds", 4))
+    per_round = max(1, round(float(params["participation"]) * int(params.get("clients", 10))))
+    steps = int(params.get("client_steps", 40))
+    return max(1, steps // (per_round * int(params.get("local_steps", 2))))
+
+
+class SyntheticBackend:
+    """Known-optimum trainer with binomial evaluation noise. Thread-safe.
+
+    ``landscapes`` maps a distribution label (``iid``, ``dirichlet-0.1``...) to its true
+    surface; missing labels get ``default_optimum``. ``delay_s`` sleeps per round (to test
+    crashes mid-trial); ``fail_first`` makes the first N calls die like a lost trainer.
+    """
+
+    def __init__(self, *, name: str = "synthetic", landscapes: Mapping[str, Landscape] | None = None,
+                 delay_s: float = 0.0, fail_first: int = 0, max_rounds: int = 8) -> None:
+        self.name = name
+        self._landscapes = dict(landscapes or {})
+        self._delay_s = delay_s
+        self._max_rounds = max_rounds
+        self._fail_left = fail_first
+        self._lock = threading.Lock()
+
+    def landscape(self, params: Mapping[str, Any]) -> Landscape:
+        kind = str(params.get("distribution", "iid"))
+        alpha = float(params["alpha"]) if kind == "dirichlet" else None
+        label = f"dirichlet-{alpha:g}" if alpha is not None else kind
+        if label not in self._landscapes:
+            s, p = default_optimum(kind, alpha)
+            self._landscapes[label] = Landscape(optimum_s=s, optimum_p=p)
+        return self._landscapes[label]
+
+    def run(self, params: Mapping[str, Any], *, on_round: RoundCallback | None = None,
+            cancel: threading.Event | None = None) -> BackendResult:
+        with self._lock:
+            land = self.landscape(params)
+            die = self._fail_left > 0
+            self._fail_left -= int(die)
+        s, p = float(params["scaling_factor"]), float(params["participation"])
+        ids = problem_ids(str(params.get("problems", "40")))
+        n, k = int(params.get("samples", 10)), int(params.get("k", 10))
+        seed = int(params.get("eval_seed", 0))
+        rng = np.random.default_rng(noise_seed(seed, params))
+        rounds = min(synthetic_rounds(params), self._max_rounds)
+        started = time.monotonic()
+        for r in range(1, rounds + 1):
+            if cancel is not None and cancel.wait(self._delay_s):
+                raise TrialCancelledError("synthetic trial cancelled")
+            if cancel is None and self._delay_s:
+                time.sleep(self._delay_s)
+            if die and r == (rounds + 1) // 2:
+                raise BackendError(f"{self.name}: synthetic trainer died in round {r}")
+            if on_round is not None:
+                partial = dataclasses.replace(land, lift=land.lift * r / rounds)
+                value, _, _ = simulate(partial, s, p, n=n, k=k, n_problems=len(ids),
+                                       problem_seed=seed, rng=rng)
+                on_round(r, value)
+        value, se, correct = simulate(land, s, p, n=n, k=k, n_problems=len(ids),
+                                      problem_seed=seed, rng=rng)
+        record = {"backend": "synthetic", "rounds": rounds, "correct": correct,
+                  "seconds": time.monotonic() - started,
+                  "true_optimum": [land.optimum_s, land.optimum_p]}
+        return BackendResult(pass_at_k=value, stderr=se, n=n, problems=ids, record=record)
+
+
+class InProcessBackend:
+    """Calls a ``TrialFunction`` in this process (one trial at a time per instance)."""
+
+    def __init__(self, fn: TrialFunction, *, name: str = "inprocess") -> None:
+        self.name = name
+        self._fn = fn
+
+    def run(self, params: Mapping[str, Any], *, on_round: RoundCallback | None = None,
+            cancel: threading.Event | None = None) -> BackendResult:
+        spec = TrialSpec.from_dict(params)
+
+        def on_event(event: TrialEvent) -> None:
+            # Higher is better for every reported value: the trainer's intermediate score
+            # if it computes one, else the negative training loss.
+            if on_round is not None and isinstance(event, RoundEvent):
+                value = event.intermediate if event.intermediate is not None else -event.train_loss
+                on_round(event.round, float(value))
+
+        result = self._fn(spec, on_event=on_event, cancel=cancel)
+        return BackendResult(pass_at_k=result.pass_at_k, stderr=result.stderr, n=result.n,
+                             problems=tuple(result.problems), record=dict(result.record))
+
+
+def load_trial_function(path: str) -> TrialFunction:
+    """Import ``module.path:callable`` (the study's ``trainer.function``)."""
+    if ":" not in path:
+        raise ConfigError("trainer.function", f"{path!r} has no ':'", accepted="module.path:callable")
+    module_name, attr = path.split(":", 1)
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError("trainer.function", f"cannot import {path!r}: {exc}",
+                          accepted="an importable module.path:callable") from exc
+    return fn  # type: ignore[no-any-return]
+
+
+class GrpcBackend:
+    """A remote trainer service at ``endpoint``.
+
+    GRPC ADAPTER GOES HERE: wrap ``trainer.client.TrainerClient`` in ``run`` - start the
+    trial with ``params``, forward each streamed round to ``on_round``, cancel the remote
+    trial when ``cancel`` is set, map a lost connection / deadline to ``BackendError`` (so
+    the runner fails and retries the trial) and the reply to ``BackendResult``.
+    """
+
+    def __init__(self, endpoint: str) -> None:
+        self.name = endpoint
+        self._endpoint = endpoint
+
+    def run(self, params: Mapping[str, Any], *, on_round: RoundCallback | None = None,
+            cancel: threading.Event | None = None) -> BackendResult:
+        raise ConfigError("backend", "the gRPC trainer adapter is not wired in yet",
+                          accepted="synthetic, inprocess")
+
+
+def make_backends(kind: str, *, endpoints: Sequence[str], workers: int, function: str = "",
+                  synthetic: SyntheticBackend | None = None) -> list[TrialBackend]:
+    """One backend per concurrent trial slot: per endpoint for gRPC, ``workers`` otherwise."""
+    if kind == "synthetic":
+        shared = synthetic or SyntheticBackend()
+        return [shared] * max(workers, len(endpoints), 1)
+    if kind == "inprocess":
+        if not function:
+            raise ConfigError("trainer.function", "is required for --backend inprocess",
+                              accepted="module.path:callable returning a TrialResult")
+        fn = load_trial_function(function)
+        return [InProcessBackend(fn, name=f"inprocess-{i}") for i in range(workers)]
+    if kind == "grpc":
+        if not endpoints:
+            raise ConfigError("trainer.endpoints", "is empty; --backend grpc needs at least one",
+                              accepted='e.g. ["127.0.0.1:50051"]')
+        return [GrpcBackend(e) for e in endpoints]
+    raise ConfigError("backend", f"unknown backend {kind!r}", accepted=", ".join(BACKEND_KINDS))

@@ -1,0 +1,170 @@
+"""``scalefed study run|resume|status|best|report``: the command-line face of the optimizer."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from optimizer.backends import BACKEND_KINDS, SyntheticBackend
+from optimizer.studyfile import StudyConfig, load_study_file
+from trainer.errors import ConfigError
+
+
+def _load(args: argparse.Namespace) -> StudyConfig:
+    cfg = load_study_file(args.study_file)
+    if getattr(args, "storage", None):
+        if not args.storage.startswith(("sqlite:///", "postgresql")):
+            raise ConfigError("--storage", f"unsupported URL {args.storage!r}",
+                              accepted="sqlite:///PATH or postgresql://...")
+        cfg = dataclasses.replace(cfg, storage=args.storage)
+    return cfg
+
+
+def _sigterm_to_interrupt() -> None:
+    """Make ``kill`` (SIGTERM) as graceful as Ctrl-C: trials are cancelled and re-queued."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
+def _run(args: argparse.Namespace, *, resume: bool) -> int:
+    from tqdm import tqdm
+
+    from optimizer.manager import backends_for, run_study, study_status
+    from optimizer.report import answer_table
+    from optimizer.runner import StudyRunner
+
+    cfg = _load(args)
+    if args.n_trials is not None and args.n_trials < 1:
+        raise ConfigError("--n-trials", f"must be >= 1, got {args.n_trials}", accepted=">= 1")
+    synthetic = SyntheticBackend(delay_s=args.synthetic_delay) if args.backend == "synthetic" \
+        else None
+    backends = backends_for(cfg, args.backend, synthetic=synthetic)
+    bars: list[Any] = []
+
+    def on_start(runner: StudyRunner) -> None:
+        for bar in bars:
+            bar.close()
+        done = sum(1 for t in runner.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE")
+        bars.append(tqdm(total=runner.n_trials, initial=min(done, runner.n_trials),
+                         desc=runner.dist.label, unit="trial", disable=args.no_progress,
+                         file=sys.stderr))
+
+    def on_complete(trial: Any) -> None:
+        if bars:
+            bars[-1].update(1)
+            bars[-1].set_postfix(last=f"{trial.value:.3f}")
+
+    _sigterm_to_interrupt()
+    try:
+        outcomes = run_study(cfg, backends, resume=resume, labels=args.distribution,
+                             n_trials=args.n_trials, on_start=on_start, on_complete=on_complete)
+    finally:
+        for bar in bars:
+            bar.close()
+    for o in outcomes:
+        print(f"{o.study_name}: {o.n_complete} complete, {o.n_failed} failed, ended by {o.ended}")
+    print()
+    print(answer_table(study_status(cfg)))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from optimizer.manager import study_status
+
+    cfg = _load(args)
+    status = study_status(cfg, with_answer=False)
+    print(f"study {status.name}  storage {status.storage}")
+    for d in status.distributions:
+        states = ", ".join(f"{k.lower()} {v}" for k, v in sorted(d.states.items())) or "no trials"
+        extra = f"  stopped: {d.stopped}" if d.stopped else ""
+        shown = d.study_name if d.exists else f"{d.study_name} (not started)"
+        print(f"  {shown}: {states} (budget {d.n_trials}){extra}")
+    return 0
+
+
+def _best(args: argparse.Namespace) -> int:
+    from optimizer.manager import distribution_status, study_status
+    from optimizer.report import answer_table
+
+    cfg = _load(args)
+    if not args.json:
+        print(answer_table(study_status(cfg)), end="")
+        return 0
+    labels = args.distribution or [d.label for d in cfg.distributions]
+    out = {label: _jsonable(distribution_status(cfg, label)) for label in labels}
+    print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+def _jsonable(obj: Any) -> Any:
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) and not isinstance(obj, type) \
+        else obj
+
+
+def _report(args: argparse.Namespace) -> int:
+    from optimizer.report import write_report
+
+    cfg = _load(args)
+    page = write_report(cfg, args.out or f"runs/{cfg.name}-report")
+    print(f"wrote {page} (and answer.md, PNGs beside it)")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study_file", help="study definition (TOML), e.g. studies/quickstart.toml")
+    p.add_argument("--storage", metavar="URL",
+                   help="override the study file's storage (sqlite:///PATH or postgresql://...)")
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=BACKEND_KINDS, default="inprocess",
+                   help="where trials run: inprocess (this process, the study's trainer.function),"
+                        " grpc (the study's trainer.endpoints), synthetic (known-optimum "
+                        "stand-in, seconds per study) [default: inprocess]")
+    p.add_argument("--distribution", action="append", metavar="LABEL",
+                   help="only this distribution (iid, dirichlet-0.1, ...); repeatable")
+    p.add_argument("--n-trials", type=int, metavar="N", help="override the per-distribution budget")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--synthetic-delay", type=float, default=0.0, metavar="S",
+                   help="synthetic backend: seconds per simulated round (for crash drills)")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``scalefed study ...`` to the top-level parser."""
+    study = subparsers.add_parser(
+        "study", help="run, resume and inspect optimisation studies",
+        description="Optuna studies (GP surrogate, one per data distribution) over the server "
+                    "scaling factor and participation rate, scored by HumanEval pass@10.")
+    sub = study.add_subparsers(dest="study_command", metavar="ACTION", required=True)
+    commands: list[tuple[str, str, Callable[[argparse.Namespace], int], bool]] = [
+        ("run", "start a study (or join it if it exists with the same definition)",
+         lambda a: _run(a, resume=False), True),
+        ("resume", ("continue a stored study after Ctrl-C, kill -9 or a crash: expired "
+                    "trials are failed and re-queued, nothing is lost or run twice"),
+         lambda a: _run(a, resume=True), True),
+        ("status", "trial counts per distribution", _status, False),
+        ("best", ("the answer table: predicted optimum with its credible interval and the "
+                  "observed best"), _best, False),
+        ("report", "write PNG plots, an HTML page and answer.md", _report, False),
+    ]
+    for name, text, func, runs in commands:
+        p = sub.add_parser(name, help=text, description=text)
+        _common(p)
+        if runs:
+            _run_options(p)
+        if name == "best":
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+            p.add_argument("--distribution", action="append", metavar="LABEL",
+                           help="only this distribution (with --json); repeatable")
+        if name == "report":
+            p.add_argument("--out", metavar="DIR", help="output folder [runs/<name>-report]")
+        p.set_defaults(func=func)
