@@ -166,22 +166,98 @@ def load_trial_function(path: str) -> TrialFunction:
 
 
 class GrpcBackend:
-    """A remote trainer service at ``endpoint``.
+    """A remote trainer service at ``endpoint`` (one ``TrainerClient`` per endpoint).
 
-    GRPC ADAPTER GOES HERE: wrap ``trainer.client.TrainerClient`` in ``run`` - start the
-    trial with ``params``, forward each streamed round to ``on_round``, cancel the remote
-    trial when ``cancel`` is set, map a lost connection / deadline to ``BackendError`` (so
-    the runner fails and retries the trial) and the reply to ``BackendResult``.
+    Errors become what the runner expects: a lost connection, an expired deadline, a
+    worker that failed (INTERNAL) or stayed busy become ``BackendError`` (the trial fails
+    and is retried); CANCELLED is ``TrialCancelledError``; INVALID_ARGUMENT, an unknown
+    model or a refused token are ``ConfigError`` (the study's definition is wrong, so the
+    run stops instead of burning retries). A worker at capacity started nothing, so the
+    trial is re-sent to it with backoff for up to ``busy_wait_s`` seconds.
     """
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, *, token: str | None = None, tls: bool = False,
+                 root_certificates: bytes | None = None, timeout_s: float | None = None,
+                 busy_wait_s: float = 120.0, retries: int = 3) -> None:
+        import os
+
+        from trainer.cli_trainer import TOKEN_ENV
+        from trainer.client import TrainerClient
+
         self.name = endpoint
         self._endpoint = endpoint
+        self._timeout_s = timeout_s
+        self._busy_wait_s = busy_wait_s
+        # Without an explicit token, use the one `scalefed trainer serve` reads too.
+        token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
+        self._client = TrainerClient(endpoint, token=token, tls=tls,
+                                     root_certificates=root_certificates, retries=retries)
 
     def run(self, params: Mapping[str, Any], *, on_round: RoundCallback | None = None,
             cancel: threading.Event | None = None) -> BackendResult:
-        raise ConfigError("backend", "the gRPC trainer adapter is not wired in yet",
-                          accepted="synthetic, inprocess")
+        from trainer.errors import CapacityError
+
+        spec = TrialSpec.from_dict(params)
+        deadline = time.monotonic() + self._busy_wait_s
+        delay = 0.5
+        while True:
+            try:
+                result = self._client.run_trial(spec, on_event=_round_forwarder(on_round),
+                                                cancel=cancel, timeout=self._timeout_s)
+                break
+            except CapacityError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise BackendError(f"{self.name}: still busy after {self._busy_wait_s:g} s: "
+                                       f"{exc}") from exc
+                if cancel is not None and cancel.wait(delay):
+                    raise TrialCancelledError(f"{self.name}: cancelled while waiting") from exc
+                if cancel is None:
+                    time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            except Exception as exc:  # every failure maps to one runner outcome
+                raise _backend_error(self.name, exc) from exc
+        return BackendResult(pass_at_k=result.pass_at_k, stderr=result.stderr, n=result.n,
+                             problems=tuple(result.problems), record=dict(result.record))
+
+    def close(self) -> None:
+        """Close the channel to the worker."""
+        self._client.close()
+
+
+def _round_forwarder(on_round: RoundCallback | None) -> Callable[[TrialEvent], None] | None:
+    """Report rounds as InProcessBackend does: the intermediate score, else -train_loss."""
+    if on_round is None:
+        return None
+    callback = on_round
+
+    def on_event(event: TrialEvent) -> None:
+        if isinstance(event, RoundEvent):
+            value = event.intermediate if event.intermediate is not None else -event.train_loss
+            callback(event.round, float(value))
+
+    return on_event
+
+
+def _backend_error(endpoint: str, exc: BaseException) -> BaseException:
+    """The runner-facing exception for a failed remote trial (see GrpcBackend)."""
+    from trainer.errors import ModelNotFoundError
+    from trainer.status import AuthenticationError, TrialDeadlineExceededError
+
+    if isinstance(exc, ConfigError):
+        message = str(exc).removeprefix(f"{exc.field}: ")
+        if exc.accepted:
+            message = message.removesuffix(f" (accepted: {exc.accepted})")
+        return ConfigError(exc.field, f"rejected by {endpoint}: {message}", accepted=exc.accepted)
+    if isinstance(exc, ModelNotFoundError):
+        return ConfigError("profile.model", f"{endpoint}: {exc}",
+                           accepted="a model the trainer worker can load")
+    if isinstance(exc, AuthenticationError):
+        return ConfigError("trainer.token", str(exc),
+                           accepted="the worker's token in $SCALEFED_TRAINER_TOKEN")
+    # A deadline is a failed attempt (retried), unlike a cancel, which the runner asked for.
+    if isinstance(exc, TrialCancelledError) and not isinstance(exc, TrialDeadlineExceededError):
+        return exc
+    return BackendError(f"{endpoint}: {type(exc).__name__}: {exc}")
 
 
 def make_backends(kind: str, *, endpoints: Sequence[str], workers: int, function: str = "",

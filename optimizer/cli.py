@@ -1,14 +1,19 @@
-"""``scalefed study run|resume|status|best|report``: the command-line face of the optimizer."""
+"""``scalefed study run|resume|status|best|report`` and ``scalefed serve``: the optimizer's CLI.
+
+``serve`` reads its token from ``--token``, ``--token-file`` or $SCALEFED_OPTIMIZER_TOKEN.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import os
 import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from optimizer.backends import BACKEND_KINDS, SyntheticBackend
@@ -138,8 +143,59 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                    help="synthetic backend: seconds per simulated round (for crash drills)")
 
 
+TOKEN_ENV = "SCALEFED_OPTIMIZER_TOKEN"
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError("--token-file", f"cannot read {args.token_file}: {exc}") from None
+        if not token:
+            raise ConfigError("--token-file", f"{args.token_file} is empty",
+                              accepted="a file holding the token")
+        return token
+    return args.token or os.environ.get(TOKEN_ENV) or None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from optimizer.server import OptimizerServerConfig, serve
+
+    config = OptimizerServerConfig(
+        host=args.host, port=args.port, token=_token(args), tls_cert=args.tls_cert,
+        tls_key=args.tls_key, backend=args.backend, synthetic_delay_s=args.synthetic_delay)
+    studies = [load_study_file(path) for path in args.study]
+    return serve(config, studies=studies)
+
+
+def _register_serve(subparsers: Any) -> None:
+    text = ("serve the OptimizerService over gRPC (StartStudy, ResumeStudy, StopStudy, "
+            "ListStudies, GetStudy, GetBest) until SIGTERM")
+    p = subparsers.add_parser("serve", help=text, description=text)
+    p.add_argument("--port", type=int, required=True, help="TCP port (0: pick a free one)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--token", help=f"bearer token clients must send (or --token-file, "
+                                       f"or ${TOKEN_ENV})")
+    group.add_argument("--token-file", type=Path, help="file holding the bearer token")
+    p.add_argument("--tls-cert", type=Path, help="PEM certificate chain (enables TLS)")
+    p.add_argument("--tls-key", type=Path, help="PEM private key")
+    p.add_argument("--backend", choices=BACKEND_KINDS, default="grpc",
+                   help="where studies run their trials: grpc (each study's trainer.endpoints; "
+                        "token from $SCALEFED_TRAINER_TOKEN), inprocess (trainer.function in "
+                        "this process), synthetic (known-optimum stand-in) [default: grpc]")
+    p.add_argument("--study", action="append", default=[], metavar="FILE",
+                   help="register a stored study so GetBest/GetStudy/ResumeStudy know it "
+                        "(repeatable)")
+    p.add_argument("--synthetic-delay", type=float, default=0.0, metavar="S",
+                   help="synthetic backend: seconds per simulated round")
+    p.set_defaults(func=_serve)
+
+
 def register(subparsers: Any) -> None:
-    """Add ``scalefed study ...`` to the top-level parser."""
+    """Add ``scalefed study ...`` and ``scalefed serve`` to the top-level parser."""
+    _register_serve(subparsers)
     study = subparsers.add_parser(
         "study", help="run, resume and inspect optimisation studies",
         description="Optuna studies (GP surrogate, one per data distribution) over the server "

@@ -67,15 +67,10 @@ class ServerConfig:
                                metadata=_meta("RPC threads beyond capacity (info, cancel, rejects)"))
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ConfigError("port", f"{self.port} is not a TCP port", accepted="0-65535")
+        check_listen_options(port=self.port, token=self.token, tls_cert=self.tls_cert,
+                             tls_key=self.tls_key)
         if self.capacity < 1:
             raise ConfigError("capacity", f"must be >= 1, got {self.capacity}", accepted=">= 1")
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ConfigError("tls_cert", "TLS needs both a certificate and a key",
-                              accepted="both tls_cert and tls_key, or neither")
-        if self.token is not None and not self.token.strip():
-            raise ConfigError("token", "is empty", accepted="a non-empty string, or no token")
         if self.spare_threads < 2:
             raise ConfigError("spare_threads", f"must be >= 2, got {self.spare_threads}",
                               accepted=">= 2")
@@ -124,6 +119,89 @@ def _deny(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler
     raise TypeError("unknown RPC handler type")
 
 
+# ------------------------------------------------- shared by every scalefed server ----
+
+
+def check_listen_options(*, port: int, token: str | None, tls_cert: Path | None,
+                         tls_key: Path | None) -> None:
+    """Validate the listening options every scalefed server takes (ConfigError naming the field)."""
+    if not 0 <= port <= 65535:
+        raise ConfigError("port", f"{port} is not a TCP port", accepted="0-65535")
+    if (tls_cert is None) != (tls_key is None):
+        raise ConfigError("tls_cert", "TLS needs both a certificate and a key",
+                          accepted="both tls_cert and tls_key, or neither")
+    if token is not None and not token.strip():
+        raise ConfigError("token", "is empty", accepted="a non-empty string, or no token")
+
+
+def auth_interceptors(token: str | None) -> list[grpc.ServerInterceptor]:
+    """The bearer-token check when a token is configured (health stays open)."""
+    return [BearerTokenInterceptor(token)] if token else []
+
+
+def add_health_and_reflection(server: grpc.Server,
+                              service_names: tuple[str, ...]) -> health.HealthServicer:
+    """Register grpc.health.v1 and server reflection for ``service_names``."""
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    return health_servicer
+
+
+def set_serving(health_servicer: health.HealthServicer, service_names: tuple[str, ...]) -> None:
+    """Mark the server ("") and each service SERVING."""
+    for name in ("", *service_names):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+
+def bind_port(server: grpc.Server, *, host: str, port: int, tls_cert: Path | None,
+              tls_key: Path | None) -> int:
+    """Add the (TLS or plaintext) listening port; ConfigError on field ``port`` if it cannot bind."""
+    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        if tls_cert and tls_key:
+            creds = grpc.ssl_server_credentials([(tls_key.read_bytes(), tls_cert.read_bytes())])
+            bound = server.add_secure_port(bind, creds)
+        else:
+            bound = server.add_insecure_port(bind)
+    except (OSError, RuntimeError) as exc:
+        raise ConfigError("port", f"cannot bind {bind}: {exc}", accepted="a free port") from None
+    if not bound:
+        raise ConfigError("port", f"cannot bind {bind}", accepted="a free port")
+    return int(bound)
+
+
+def dial_address(host: str, port: int) -> str:
+    """``host:port`` a client on this machine can dial for a server bound to ``host``."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def run_until_signal(*, start: Callable[[], None], stop: Callable[[], None],
+                     on_repeat: Callable[[str], None] | None = None) -> None:
+    """``start()``, wait for SIGTERM/SIGINT, then ``stop()``; a second signal calls
+    ``on_repeat(signal name)`` (e.g. to cancel running work at once)."""
+    requested = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if requested.is_set() and on_repeat is not None:
+            on_repeat(signal.Signals(signum).name)
+        requested.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        start()
+        while not requested.wait(0.5):
+            pass
+        log.info("shutdown requested: draining")
+        stop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 class TrainerServer:
     """A trainer worker: gRPC server, servicer, health and reflection."""
 
@@ -132,18 +210,14 @@ class TrainerServer:
         self.runner = TrialRunner(trial_fn=trial_fn, capacity=config.capacity)
         self.servicer = TrainerServicer(runner=self.runner, policy=config.policy, worker="",
                                         budget_profile=config.budget_profile)
-        self.health = health.HealthServicer()
         threads = config.capacity + config.spare_threads
-        interceptors = [BearerTokenInterceptor(config.token)] if config.token else []
         # Concurrent RPCs are capped at the thread count so an overload is
         # refused at once instead of queueing behind running trials.
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="trainer-rpc"),
-            interceptors=interceptors, maximum_concurrent_rpcs=threads)
+            interceptors=auth_interceptors(config.token), maximum_concurrent_rpcs=threads)
         trainer_pb2_grpc.add_TrainerServiceServicer_to_server(self.servicer, self._server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server)
+        self.health = add_health_and_reflection(self._server, (SERVICE_NAME,))
         self.port = 0
         self._stop_lock = threading.Lock()
         self._stopped = False
@@ -151,31 +225,17 @@ class TrainerServer:
     @property
     def address(self) -> str:
         """``host:port`` a client on this machine can dial."""
-        host = self.config.host
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
-        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        return dial_address(self.config.host, self.port)
 
     def start(self) -> int:
         """Bind, start serving and return the bound port."""
         host = self.config.host
-        bind = f"[{host}]:{self.config.port}" if ":" in host else f"{host}:{self.config.port}"
-        try:
-            if self.config.tls_cert and self.config.tls_key:
-                creds = grpc.ssl_server_credentials(
-                    [(self.config.tls_key.read_bytes(), self.config.tls_cert.read_bytes())])
-                port = self._server.add_secure_port(bind, creds)
-            else:
-                port = self._server.add_insecure_port(bind)
-        except (OSError, RuntimeError) as exc:
-            raise ConfigError("port", f"cannot bind {bind}: {exc}", accepted="a free port") from None
-        if not port:
-            raise ConfigError("port", f"cannot bind {bind}", accepted="a free port")
+        port = bind_port(self._server, host=host, port=self.config.port,
+                         tls_cert=self.config.tls_cert, tls_key=self.config.tls_key)
         self.port = port
         self.servicer.worker = self.config.worker_name or f"{socket.gethostname()}:{port}"
         self._server.start()
-        for name in ("", SERVICE_NAME):
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        set_serving(self.health, (SERVICE_NAME,))
         log.info("trainer worker %s listening on %s:%d (capacity %d, %s%s)", self.servicer.worker,
                  host, port, self.config.capacity, "TLS" if self.config.tls_cert else "plaintext",
                  ", token required" if self.config.token else "")
@@ -242,22 +302,11 @@ def serve(config: ServerConfig, *, trial_fn: TrialFunction) -> int:
     """Run a worker until SIGTERM/SIGINT, then drain gracefully. A second signal
     cancels running trials at once. Returns an exit code."""
     server = create_server(config, trial_fn=trial_fn)
-    stop = threading.Event()
 
-    def on_signal(signum: int, _frame: object) -> None:
-        if stop.is_set():
-            server.runner.cancel_all(f"the worker got {signal.Signals(signum).name} again")
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    def start() -> None:
         port = server.start()
         print(f"scalefed trainer listening on {server.address} (port {port})", flush=True)
-        while not stop.wait(0.5):
-            pass
-        log.info("shutdown requested: draining")
-        server.stop()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+
+    run_until_signal(start=start, stop=server.stop, on_repeat=lambda name: server.runner.cancel_all(
+        f"the worker got {name} again"))
     return 0

@@ -83,3 +83,33 @@ def test_cancel_stops_generation(tiny: LoadedModel) -> None:
     with pytest.raises(TrialCancelledError):
         sample_completions(tiny.model, tiny.tokenizer, _prompts(1),
                            config=SamplingConfig(n=1, max_new_tokens=5), cancel=cancel)
+
+
+def _brute_nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Nucleus distribution by definition: smallest top set with mass >= top_p, renormalised."""
+    order = probs.argsort(descending=True)
+    keep, mass = [], 0.0
+    for i in order.tolist():
+        keep.append(i)
+        mass += float(probs[i])
+        if mass >= top_p:
+            break
+    out = torch.zeros_like(probs)
+    out[keep] = probs[keep]
+    return out / out.sum()
+
+
+@pytest.mark.parametrize("peaked", [True, False])
+def test_sampler_matches_nucleus_distribution(peaked: bool) -> None:
+    from trainer.generation import _sample
+
+    gen = torch.Generator().manual_seed(0)
+    vocab = 600
+    logits = torch.randn(vocab, generator=gen) * (6.0 if peaked else 0.1)
+    cfg = SamplingConfig(temperature=0.8, top_p=0.9)
+    rows = logits.expand(20000, vocab)
+    draws = _sample(rows, cfg, gen)
+    expected = _brute_nucleus(torch.softmax(logits / 0.8, -1), 0.9)
+    freq = torch.bincount(draws, minlength=vocab).float() / len(draws)
+    assert bool((freq[expected == 0] == 0).all())  # never outside the nucleus
+    assert float((freq - expected).abs().sum()) < (0.05 if peaked else 0.5)
