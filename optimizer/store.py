@@ -112,8 +112,10 @@ def create_or_load(cfg: StudyConfig, dist: DistributionSpec, storage: RDBStorage
             study.set_user_attr(CONFIG_ATTR, json.loads(json.dumps(fingerprint(cfg, dist),
                                                                    default=str)))
             study.set_user_attr("distribution", dist.label)
-            for params in space_mod.design_points(cfg.space, cfg.sampler.n_startup_trials,
-                                                  seed=cfg.seed + index):
+            for params in cfg.initial_points:
+                study.enqueue_trial(dict(params), user_attrs={"design": True})
+            n_sobol = cfg.sampler.n_startup_trials - len(cfg.initial_points)
+            for params in space_mod.design_points(cfg.space, n_sobol, seed=cfg.seed + index):
                 study.enqueue_trial(params, user_attrs={"design": True})
             return study
     study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)

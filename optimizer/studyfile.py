@@ -110,6 +110,9 @@ class StudyConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     stop: StopConfig = field(default_factory=StopConfig)
+    initial_points: tuple[Mapping[str, Any], ...] = field(
+        default=(), metadata=_meta("explicit start-up points tried first (e.g. s = 0.5, 1, 2); "
+                                   "the Sobol design fills up to sampler.n_startup_trials"))
     source: str = field(default="", metadata=_meta("the file this came from"))
 
     @property
@@ -304,7 +307,7 @@ def _check_storage(url: str) -> None:
 def parse_study(data: Mapping[str, Any], *, source: str = "") -> StudyConfig:
     """Validate a decoded study file. Raises ConfigError naming the first bad field."""
     top = {"name", "distributions", "space", "profile", "n_trials", "seed", "storage",
-           "trainer", "sampler", "stop"}
+           "trainer", "sampler", "stop", "initial_points"}
     _check_keys(data, top, "")
     name = _typed(data.get("name", ""), str, "name", "a non-empty string")
     if not name or "/" in name or name.strip() != name:
@@ -322,12 +325,43 @@ def parse_study(data: Mapping[str, Any], *, source: str = "") -> StudyConfig:
         trainer=_build(TrainerConfig, data.get("trainer", {}), "trainer"),
         sampler=_build(SamplerConfig, data.get("sampler", {}), "sampler"),
         stop=_build(StopConfig, data.get("stop", {}), "stop"),
+        initial_points=parse_initial_points(data.get("initial_points", []), space),
         source=source,
     )
     _validate_numbers(cfg)
     _check_storage(cfg.storage)
     _check_trial_specs(cfg)
     return cfg
+
+
+def parse_initial_points(items: Any, space: tuple[ParamSpec, ...]) -> tuple[dict[str, Any], ...]:
+    """``[[initial_points]]`` tables: each names every searched parameter, inside its range."""
+    items = _typed(items, list, "initial_points", "a list of tables")
+    names = {p.name: p for p in space}
+    out = []
+    for i, table in enumerate(items):
+        where = f"initial_points[{i}]"
+        _typed(table, dict, where, "a table of parameter values")
+        _check_keys(table, set(names), where)
+        missing = sorted(set(names) - set(table))
+        if missing:
+            raise ConfigError(f"{where}.{missing[0]}", "is missing", accepted=", ".join(names))
+        point: dict[str, Any] = {}
+        for name, param in names.items():
+            value = table[name]
+            if param.choices is not None:
+                if value not in param.choices:
+                    raise ConfigError(f"{where}.{name}", f"{value!r} is not a choice",
+                                      accepted=", ".join(map(str, param.choices)))
+            else:
+                value = _typed(value, (int, float), f"{where}.{name}", "a number")
+                assert param.low is not None and param.high is not None
+                if not param.low <= value <= param.high:
+                    raise ConfigError(f"{where}.{name}", f"{value} is outside the space",
+                                      accepted=f"[{param.low}, {param.high}]")
+            point[name] = value
+        out.append(point)
+    return tuple(out)
 
 
 def _validate_numbers(cfg: StudyConfig) -> None:
@@ -347,8 +381,10 @@ def _validate_numbers(cfg: StudyConfig) -> None:
     if t.function and ":" not in t.function:
         raise ConfigError("trainer.function", f"{t.function!r} has no ':'",
                           accepted="module.path:callable")
-    if cfg.sampler.n_startup_trials < 1:
-        raise ConfigError("sampler.n_startup_trials", "must be >= 1", accepted=">= 1")
+    if cfg.sampler.n_startup_trials < max(1, len(cfg.initial_points)):
+        raise ConfigError("sampler.n_startup_trials",
+                          f"must be >= 1 and >= the {len(cfg.initial_points)} initial_points",
+                          accepted=f">= {max(1, len(cfg.initial_points))}")
     _positive(cfg.stop.epsilon, "stop.epsilon")
     if not 0 < cfg.stop.probability < 1:
         raise ConfigError("stop.probability", f"must be in (0, 1), got {cfg.stop.probability}",

@@ -95,3 +95,17 @@ def test_resume_requires_the_same_definition(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         run_study(changed, [SyntheticBackend()], resume=True)
     assert err.value.field == "profile.problems"
+
+
+def test_initial_points_run_first_then_sobol_then_gp(tmp_path: Path) -> None:
+    import dataclasses
+
+    cfg = small_study(storage=f"sqlite:///{tmp_path}/i.db", n_trials=5, startup=4)
+    points = ({"scaling_factor": 0.5, "participation": 0.5},
+              {"scaling_factor": 2.0, "participation": 0.5})
+    cfg = dataclasses.replace(cfg, initial_points=points)
+    run_study(cfg, [SyntheticBackend()], resume=False)
+    trials = sorted(_trials(cfg), key=lambda t: t.number)
+    assert [t.params for t in trials[:2]] == [dict(p) for p in points]
+    assert [bool(t.user_attrs.get("design")) for t in trials] == [True] * 4 + [False]
+    assert_no_loss_no_duplicate(trials, n_trials=5)

@@ -105,3 +105,35 @@ def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_study_file(tmp_path / "missing.toml")
     assert err.value.field == "study_file"
+
+
+def _with_points(points: list[dict[str, Any]], startup: int = 6) -> dict[str, Any]:
+    return {**base(), "initial_points": points, "sampler": {"n_startup_trials": startup}}
+
+
+def test_initial_points_parse_in_order() -> None:
+    points = [{"scaling_factor": s, "participation": 0.5, "model": "tiny-random"}
+              for s in (0.5, 1.0, 2.0)]
+    cfg = parse_study(_with_points(points))
+    assert [p["scaling_factor"] for p in cfg.initial_points] == [0.5, 1.0, 2.0]
+
+
+@pytest.mark.parametrize(("point", "field"), [
+    ({"scaling_factor": 9.0, "participation": 0.5, "model": "tiny-random"},
+     "initial_points[0].scaling_factor"),
+    ({"scaling_factor": 1.0, "model": "tiny-random"}, "initial_points[0].participation"),
+    ({"scaling_factor": 1.0, "participation": 0.5, "model": "gpt"}, "initial_points[0].model"),
+    ({"scaling_factor": 1.0, "participation": 0.5, "model": "tiny-random", "lr": 1},
+     "initial_points[0].lr"),
+])
+def test_bad_initial_points_name_the_field(point: dict[str, Any], field: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_study(_with_points([point]))
+    assert err.value.field == field
+
+
+def test_more_initial_points_than_startup_trials_is_an_error() -> None:
+    point = {"scaling_factor": 1.0, "participation": 0.5, "model": "tiny-random"}
+    with pytest.raises(ConfigError) as err:
+        parse_study(_with_points([point, point], startup=1))
+    assert err.value.field == "sampler.n_startup_trials"
