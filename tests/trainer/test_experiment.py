@@ -12,14 +12,16 @@ from trainer.errors import ConfigError, TrialCancelledError
 from trainer.experiment import run_trial
 from trainer.trial import EvalProgressEvent, RoundEvent, TrialEvent, TrialSpec
 
-TINY = dict(model="tiny-random", clients=4, participation=0.5, client_steps=4, local_steps=1,
-            batch_size=2, seq_len=64, max_examples=60, problems="2", samples=2, k=2,
-            max_new_tokens=4)
+TINY: dict[str, Any] = {
+    "model": "tiny-random", "clients": 4, "participation": 0.5, "client_steps": 4,
+    "local_steps": 1, "batch_size": 2, "seq_len": 64, "max_examples": 60, "problems": "2",
+    "samples": 2, "k": 2, "max_new_tokens": 4,
+}
 
 
 def test_trial_on_tiny_model_reports_rounds_evaluation_and_record() -> None:
     events: list[TrialEvent] = []
-    spec = TrialSpec(**TINY)  # type: ignore[arg-type]
+    spec = TrialSpec(**TINY)
     result = run_trial(spec, on_event=events.append, progress=False)
     rounds = [e for e in events if isinstance(e, RoundEvent)]
     assert [e.round for e in rounds] == [1, 2]  # 4 steps / (2 clients * 1 step)
@@ -37,9 +39,9 @@ def test_cancelled_trial_raises_and_leaves_the_model_reusable() -> None:
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(TrialCancelledError):
-        run_trial(TrialSpec(**TINY), cancel=cancel, progress=False)  # type: ignore[arg-type]
+        run_trial(TrialSpec(**TINY), cancel=cancel, progress=False)
     # the pooled base model carries no adapter: the next trial runs normally
-    run_trial(TrialSpec(**TINY), progress=False)  # type: ignore[arg-type]
+    run_trial(TrialSpec(**TINY), progress=False)
 
 
 def test_train_cli_writes_a_run_record(tmp_path: Path, capsys: Any) -> None:
