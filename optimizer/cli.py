@@ -67,6 +67,14 @@ def _run(args: argparse.Namespace, *, resume: bool) -> int:
         if bars:
             bars[-1].update(1)
             bars[-1].set_postfix(last=f"{trial.value:.3f}")
+        # One line per trial: on CPU a trial takes minutes, and a bar alone hides what it found.
+        params = "  ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in sorted(trial.params.items()))
+        stderr = trial.user_attrs.get("stderr")
+        seconds = float(trial.user_attrs.get("result", {}).get("seconds", float("nan")))
+        tqdm.write(f"trial {trial.number}: {params}  pass@k={trial.value:.3f}"
+                   + (f" ± {stderr:.3f}" if isinstance(stderr, float) else "")
+                   + f"  ({seconds:.0f}s)", file=sys.stderr)
 
     _sigterm_to_interrupt()
     try:

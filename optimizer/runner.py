@@ -13,6 +13,7 @@ Invariants (they hold across Ctrl-C, ``kill -9`` and several runner processes):
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -239,6 +240,10 @@ class StudyRunner:
             trial.set_user_attr("result", {"n": result.n, "n_problems": len(result.problems),
                                            "problems_head": list(result.problems[:3]),
                                            "backend": backend.name, "seconds": round(seconds, 3)})
+            if result.record:
+                # The full run record (every parameter, per-round metrics, timings, versions)
+                # lives with the result, so a study database alone reproduces each trial.
+                trial.set_user_attr("record", json.loads(json.dumps(result.record, default=str)))
             frozen = self.study.tell(trial, result.pass_at_k, skip_if_finished=True)
         except UpdateFinishedTrialError:
             frozen = self.storage.get_trial(trial._trial_id)

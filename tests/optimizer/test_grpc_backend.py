@@ -92,6 +92,9 @@ def test_same_study_gives_identical_trials_in_process_and_over_grpc(
         assert a.intermediate_values == b.intermediate_values
         assert a.user_attrs["stderr"] == b.user_attrs["stderr"]
         assert a.user_attrs["result"]["n"] == b.user_attrs["result"]["n"]
+        # the full run record, with every trial parameter, is stored with the result
+        assert a.user_attrs["record"] == b.user_attrs["record"]
+        assert a.user_attrs["record"]["spec"]["scaling_factor"] == a.params["scaling_factor"]
     assert {t.user_attrs["result"]["backend"] for t in remote} == {backend.name}
 
 
