@@ -160,8 +160,11 @@ def test_evaluator_still_works(outcome: dict[str, Any]) -> None:
 
 def test_limits_are_what_stopped_them(outcome: dict[str, Any]) -> None:
     verdicts = outcome["verdicts"]
-    assert "Read-only file system" in verdicts["write_outside"].result
-    assert "Read-only file system" in verdicts["delete_outside"].result
+    # Outside /tmp the file system is read-only; a checkout under /tmp is hidden
+    # entirely behind the sample's private /tmp. Either way the write never lands.
+    for attack in ("write_outside", "delete_outside"):
+        result = verdicts[attack].result
+        assert "Read-only file system" in result or "No such file or directory" in result, result
     assert "File too large" in verdicts["huge_file"].result
     assert verdicts["memory_hog_at_once"].result == "failed: "  # MemoryError()
     assert "unreachable" in verdicts["network"].result
