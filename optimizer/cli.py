@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import signal
 import sys
 import threading
@@ -155,16 +154,9 @@ TOKEN_ENV = "SCALEFED_OPTIMIZER_TOKEN"
 
 
 def _token(args: argparse.Namespace) -> str | None:
-    if args.token_file is not None:
-        try:
-            token = args.token_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError("--token-file", f"cannot read {args.token_file}: {exc}") from None
-        if not token:
-            raise ConfigError("--token-file", f"{args.token_file} is empty",
-                              accepted="a file holding the token")
-        return token
-    return args.token or os.environ.get(TOKEN_ENV) or None
+    from trainer.cli_trainer import read_token
+
+    return read_token(args, TOKEN_ENV)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from optimizer.errors import StudyNotFoundError, StudyRunningError
 from trainer.api.scalefed.v1 import optimizer_pb2 as pb
 from trainer.api.scalefed.v1 import optimizer_pb2_grpc
+from trainer.client import bearer_metadata, open_channel
 from trainer.status import TrainerRpcError, exception_from_rpc_error
 
 T = TypeVar("T")
@@ -46,14 +47,9 @@ class OptimizerClient:
                  root_certificates: bytes | None = None, call_timeout: float = 60.0,
                  retries: int = 3, retry_backoff: float = 0.2) -> None:
         """``target`` is host:port; ``call_timeout`` bounds every call (GetBest fits a GP)."""
-        if tls or root_certificates is not None:
-            creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
-            self._channel = grpc.secure_channel(target, creds)
-        else:
-            self._channel = grpc.insecure_channel(target)
+        self._channel = open_channel(target, tls=tls, root_certificates=root_certificates)
         self.target = target
-        self._metadata: tuple[tuple[str, str], ...] = (
-            (("authorization", f"Bearer {token}"),) if token else ())
+        self._metadata = bearer_metadata(token)
         self._stub = optimizer_pb2_grpc.OptimizerServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self.call_timeout = call_timeout

@@ -69,17 +69,22 @@ def _add_client_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls", action="store_true", help="TLS with the system root certificates")
 
 
-def _token(args: argparse.Namespace) -> str | None:
+def read_token(args: argparse.Namespace, env_var: str) -> str | None:
+    """The bearer token from --token-file, --token or ``env_var`` (in that order)."""
     if args.token_file is not None:
         try:
             token = args.token_file.read_text().strip()
         except OSError as exc:
-            raise ConfigError("token_file", f"cannot read {args.token_file}: {exc}") from None
+            raise ConfigError("--token-file", f"cannot read {args.token_file}: {exc}") from None
         if not token:
-            raise ConfigError("token_file", f"{args.token_file} is empty",
+            raise ConfigError("--token-file", f"{args.token_file} is empty",
                               accepted="a file holding the token")
         return token
-    return args.token or os.environ.get(TOKEN_ENV) or None
+    return args.token or os.environ.get(env_var) or None
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    return read_token(args, TOKEN_ENV)
 
 
 def _serve(args: argparse.Namespace) -> int:

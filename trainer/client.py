@@ -37,6 +37,20 @@ T = TypeVar("T")
 _MAX_MESSAGE = 64 * 1024 * 1024
 
 
+def open_channel(target: str, *, tls: bool = False, root_certificates: bytes | None = None,
+                 options: Sequence[tuple[str, Any]] = ()) -> grpc.Channel:
+    """A channel to ``target``: TLS when asked for (implied by ``root_certificates``)."""
+    if tls or root_certificates is not None:
+        creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+        return grpc.secure_channel(target, creds, options=list(options))
+    return grpc.insecure_channel(target, options=list(options))
+
+
+def bearer_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    """Call metadata carrying the bearer token, if any."""
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
 class TrainerClient:
     """A connection to one trainer worker."""
 
@@ -54,15 +68,11 @@ class TrainerClient:
     ) -> None:
         """``target`` is host:port. ``tls`` (implied by ``root_certificates``) uses a
         secure channel; ``call_timeout`` bounds the short calls (info, cancel, health)."""
-        opts = [("grpc.max_receive_message_length", _MAX_MESSAGE), *options]
-        if tls or root_certificates is not None:
-            creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
-            self._channel = grpc.secure_channel(target, creds, options=opts)
-        else:
-            self._channel = grpc.insecure_channel(target, options=opts)
+        self._channel = open_channel(target, tls=tls, root_certificates=root_certificates,
+                                     options=[("grpc.max_receive_message_length", _MAX_MESSAGE),
+                                              *options])
         self.target = target
-        self._metadata: tuple[tuple[str, str], ...] = (
-            (("authorization", f"Bearer {token}"),) if token else ())
+        self._metadata = bearer_metadata(token)
         self._stub = trainer_pb2_grpc.TrainerServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self.retries = retries
