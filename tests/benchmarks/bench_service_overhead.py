@@ -38,25 +38,25 @@ TINY: dict[str, Any] = {**BASE, "clients": 2, "rounds": 1, "local_steps": 1, "ba
                         "max_new_tokens": 8}
 
 
-def _time(fn: Callable[[], object], repeats: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
 def bench(name: str, trial_fn: TrialFunction, spec: dict[str, Any], repeats: int) -> None:
     domain = TrialSpec(**spec)
     events: list[object] = []
-    local = _time(lambda: trial_fn(domain, on_event=events.append), repeats)
+    trial_fn(domain, on_event=events.append)  # warm-up: model load, corpus cache, imports
+    local: list[float] = []
+    remote: list[float] = []
     server = create_server(ServerConfig(port=0, policy=WorkerPolicy()), trial_fn=trial_fn)
     server.start()
     try:
         with TrainerClient(server.address) as client:
             client.get_info()  # connect outside the timed region, as a long-lived client would
-            remote = _time(lambda: client.run_trial(domain, on_event=events.append), repeats)
+            # Interleaved, so drift in machine load hits both sides alike.
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                trial_fn(domain, on_event=events.append)
+                local.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                client.run_trial(domain, on_event=events.append)
+                remote.append(time.perf_counter() - t0)
     finally:
         server.stop(grace=0)
     lm, rm = statistics.median(local), statistics.median(remote)
