@@ -91,6 +91,15 @@ def plot_factor(cfg: StudyConfig, d: DistributionStatus, trials: Sequence[Frozen
                         alpha=0.15, label="95% credible band")
         ax.axvline(pred.params["scaling_factor"], color="C3", ls="--", lw=1)
     ax.set_xscale("log")
+    # Plain numbers at 1-2-5 steps; matplotlib's default minor labels overlap on a short log axis.
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
+
+    lo, hi = ax.get_xlim()
+    ticks = [t for t in (0.05, 0.1, 0.2, 0.25, 0.5, 1, 2, 4, 5, 10) if lo <= t <= hi]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("server scaling factor s")
     ax.set_ylabel("pass@10")
     ax.set_title(f"{cfg.name} / {d.label}")
@@ -119,6 +128,9 @@ def plot_history(cfg: StudyConfig, histories: Mapping[str, Sequence[FrozenTrial]
         ys = [float(t.value) for t in done if t.value is not None]
         ax.plot(xs, ys, "o", color=f"C{i}", alpha=0.6, label=f"{label} trials")
         ax.step(xs, np.maximum.accumulate(ys), where="post", color=f"C{i}", label=f"{label} best")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial number")
     ax.set_ylabel("pass@10")
     ax.set_title(f"{cfg.name}: optimisation history")
