@@ -16,9 +16,9 @@ def test_smollm2_loads_from_the_gguf_cache_and_scores_a_problem() -> None:
     assert 134_000_000 < params < 135_000_000
     assert loaded.model.config.num_hidden_layers == 30
     report = evaluate_model(loaded.model, loaded.tokenizer,
-                            config=EvalConfig(problems="HumanEval/0,HumanEval/2", n=4, ks=(1, 4),
-                                              max_new_tokens=96))
-    # HumanEval/2 (truncate_number) is solved by SmolLM2 in most samples.
-    assert report.correct[1] >= 1
+                            config=EvalConfig(problems="HumanEval/23,HumanEval/28", n=6,
+                                              ks=(1, 6), max_new_tokens=96))
+    # strlen and concatenate: SmolLM2 solved each in 5 of 10 samples on the 40-problem eval.
+    assert sum(report.correct) >= 2
     assert all(s.completion.startswith("\n") or s.completion.startswith(" ")
                for s in report.samples)
