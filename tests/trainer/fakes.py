@@ -7,20 +7,19 @@ Tests running the server in-process tune it through the instance's attributes.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from trainer.errors import TrialCancelledError
-from trainer.trial import EvalProgressEvent, RoundEvent, TrialEvent, TrialResult, TrialSpec
-
-
-def planned_rounds(spec: TrialSpec) -> int:
-    if spec.budget_mode == "rounds":
-        return spec.rounds
-    per_round = max(1, round(spec.clients * spec.participation)) * spec.local_steps
-    return max(1, math.ceil(spec.client_steps / per_round))
+from trainer.trial import (
+    EvalProgressEvent,
+    RoundEvent,
+    TrialEvent,
+    TrialResult,
+    TrialSpec,
+    planned_rounds,
+)
 
 
 def fake_score(spec: TrialSpec) -> float:
