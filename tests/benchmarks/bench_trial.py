@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from optimizer.studyfile import load_study_file
-from trainer.experiment import run_trial
-from trainer.trial import TrialSpec
+from optimizer.study.studyfile import load_study_file
+from trainer.contract import TrialSpec
+from trainer.trial import run_trial
 
 
 def main() -> None:

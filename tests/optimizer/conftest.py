@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
-from optimizer.studyfile import StudyConfig, parse_study
+from optimizer.study.studyfile import StudyConfig, parse_study
 
 
 def small_study(*, storage: str, n_trials: int = 8, seed: int = 0, startup: int = 4,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.cli import main
+from optimizer.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,8 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from trainer.errors import TrialCancelledError
-from trainer.trial import (
+from trainer.contract import (
     EvalProgressEvent,
     RoundEvent,
     TrialEvent,
@@ -20,6 +19,7 @@ from trainer.trial import (
     TrialSpec,
     planned_rounds,
 )
+from trainer.errors import TrialCancelledError
 
 
 def fake_score(spec: TrialSpec) -> float:

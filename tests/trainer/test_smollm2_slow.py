@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.evaluator import EvalConfig, evaluate_model
+from trainer.evaluation.evaluator import EvalConfig, evaluate_model
 from trainer.models import load_model
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,87 @@
+"""The answer of a study: observed best, the surrogate's predicted optimum, and the stop rule.
+
+Science only: plain arrays and dataclasses in, dataclasses out. The predicted
+optimum is the argmax of the surrogate's (``optimizer.science.surrogate``)
+posterior mean of the latent pass@k over a dense candidate set; its 95% credible
+interval is mean +/- 1.96 latent posterior SD (observation noise excluded). The
+stop rule lives in ``optimizer.science.stoprule``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from optimizer.science import space as space_mod
+from optimizer.science.space import ParamSpec
+from optimizer.science.stoprule import StopDecision, stop_decision
+from optimizer.science.surrogate import Observation, Surrogate
+
+__all__ = ["Answer", "Observation", "Prediction", "StopDecision", "Surrogate", "compute_answer"]
+
+Z95 = 1.959963984540054
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prediction:
+    """The surrogate's predicted optimum."""
+
+    params: Mapping[str, Any]
+    mean: float
+    sd: float
+    lower: float = field(metadata={"help": "mean - 1.96 sd"})
+    upper: float = field(metadata={"help": "mean + 1.96 sd"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Answer:
+    """Per-distribution answer: what was seen, what the GP believes, and how sure it is."""
+
+    n_complete: int
+    observed_best: Observation | None
+    predicted: Prediction | None
+    stop: StopDecision | None = None
+
+
+def observed_best(observations: Sequence[Observation]) -> Observation | None:
+    return max(observations, key=lambda o: o.value) if observations else None
+
+
+def predicted_optimum(surrogate: Surrogate, cands: Sequence[Mapping[str, Any]]) -> Prediction:
+    mean, sd = surrogate.predict(cands)
+    i = int(np.argmax(mean))
+    return Prediction(params=dict(cands[i]), mean=float(mean[i]), sd=float(sd[i]),
+                      lower=float(mean[i] - Z95 * sd[i]), upper=float(mean[i] + Z95 * sd[i]))
+
+
+def compute_answer(space: Sequence[ParamSpec], observations: Sequence[Observation], *,
+                   seed: int = 0, stop: Mapping[str, Any] | None = None,
+                   per_axis: int = 41) -> Answer:
+    """The full answer; the GP needs at least 3 complete trials (else only the observed best).
+
+    ``stop`` holds the keyword arguments of ``stop_decision`` (min_trials, epsilon,
+    probability) to evaluate the stop rule too.
+    """
+    from threadpoolctl import threadpool_limits
+
+    obs = [o for o in observations if math.isfinite(o.value)]
+    if len(obs) < 3:
+        return Answer(n_complete=len(obs), observed_best=observed_best(obs), predicted=None)
+    # Small dense algebra: BLAS threads only add contention (and the trainer wants the cores).
+    with threadpool_limits(1):
+        return _answer(space, obs, seed=seed, stop=stop, per_axis=per_axis)
+
+
+def _answer(space: Sequence[ParamSpec], obs: Sequence[Observation], *, seed: int,
+            stop: Mapping[str, Any] | None, per_axis: int) -> Answer:
+    surrogate = Surrogate(space, obs, seed=seed)
+    cands = space_mod.candidates(space, per_axis=per_axis, seed=seed)
+    decision = None
+    if stop is not None:
+        decision = stop_decision(surrogate, cands, n_complete=len(obs), seed=seed, **stop)
+    return Answer(n_complete=len(obs), observed_best=observed_best(obs),
+                  predicted=predicted_optimum(surrogate, cands), stop=decision)

@@ -1,0 +1,1 @@
+"""Generated protobuf/gRPC code (proto/generate.py). Do not edit."""

@@ -1,0 +1,189 @@
+"""Conversion between the scalefed.v1 OptimizerService messages and the optimizer's domain types.
+
+Mechanical: study sources and overrides in, ``StudyStatus`` / ``DistributionStatus`` /
+``Answer`` / Optuna trials out (and the answer back, for clients). No science here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+import tomllib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from google.protobuf.message import Message
+from optuna.trial import FrozenTrial
+
+from optimizer.science.answer import Answer, Observation, Prediction
+from optimizer.service.api import optimizer_pb2 as pb
+from optimizer.study.manager import DistributionStatus, StudyStatus
+from optimizer.study.studyfile import STORAGE_SCHEMES, StudyConfig, load_study_file, parse_study
+from trainer.errors import ConfigError
+
+TOML_SOURCE = "<study_toml>"
+_SOURCE_ACCEPTED = "study_file (a TOML path on the server) or study_toml (the file's text)"
+
+
+# ---------------------------------------------------------------- requests ----
+
+
+def study_config(request: pb.StartStudyRequest | pb.ResumeStudyRequest) -> StudyConfig:
+    """The validated study a Start/Resume request names by file or text, with its overrides.
+
+    (A ResumeStudy by ``study`` name is resolved by the servicer, which knows the names.)
+    """
+    kind = request.WhichOneof("source")
+    if kind == "study_file":
+        cfg = load_study_file(request.study_file)
+    elif kind == "study_toml":
+        try:
+            data = tomllib.loads(request.study_toml)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("study_toml", f"invalid TOML: {exc}", accepted="TOML 1.0") from None
+        cfg = parse_study(data, source=TOML_SOURCE)
+    else:
+        raise ConfigError("study_file", "a study source is required", accepted=_SOURCE_ACCEPTED)
+    return apply_overrides(cfg, request.overrides)
+
+
+def apply_overrides(cfg: StudyConfig, overrides: pb.StudyOverrides) -> StudyConfig:
+    """``cfg`` with the request's storage / n_trials overrides, validated like the file's."""
+    changes: dict[str, Any] = {}
+    if overrides.HasField("storage"):
+        if not overrides.storage.startswith(STORAGE_SCHEMES):
+            raise ConfigError("overrides.storage", f"unsupported URL {overrides.storage!r}",
+                              accepted="sqlite:///PATH or postgresql://USER@HOST/DB")
+        changes["storage"] = overrides.storage
+    if overrides.HasField("n_trials"):
+        if overrides.n_trials < 1:
+            raise ConfigError("overrides.n_trials", f"must be >= 1, got {overrides.n_trials}",
+                              accepted=">= 1")
+        changes["n_trials"] = overrides.n_trials
+    return dataclasses.replace(cfg, **changes) if changes else cfg
+
+
+def required(value: str, field: str, accepted: str) -> str:
+    """``value`` if set, else a ConfigError naming ``field``."""
+    if not value:
+        raise ConfigError(field, "is required", accepted=accepted)
+    return value
+
+
+# ------------------------------------------------------------------ params ----
+
+
+def param_to_proto(value: Any) -> pb.ParamValue:
+    """One parameter value; bool before int (bool is an int in Python)."""
+    if isinstance(value, bool):
+        return pb.ParamValue(flag=value)
+    if isinstance(value, numbers.Integral):
+        return pb.ParamValue(integer=int(value))
+    if isinstance(value, numbers.Real):
+        return pb.ParamValue(number=float(value))
+    return pb.ParamValue(text=str(value))
+
+
+def param_from_proto(msg: pb.ParamValue) -> Any:
+    kind = msg.WhichOneof("kind")
+    return getattr(msg, kind) if kind else None
+
+
+def fill_params(target: Any, params: Mapping[str, Any]) -> None:
+    """Copy ``params`` into a proto ``map<string, ParamValue>`` field."""
+    for name, value in params.items():
+        target[name].CopyFrom(param_to_proto(value))
+
+
+def params_from_proto(source: Any) -> dict[str, Any]:
+    return {name: param_from_proto(value) for name, value in source.items()}
+
+
+# ------------------------------------------------------------------ studies ----
+
+
+def study_state(status: StudyStatus, error: BaseException | None) -> pb.Study.State:
+    """RUNNING / FAILED (last run raised) / COMPLETED (every budget used or stop rule met) / IDLE."""
+    if status.running:
+        return pb.Study.RUNNING
+    if error is not None:
+        return pb.Study.FAILED
+    done = all(d.exists and (d.stopped or d.states.get("COMPLETE", 0) >= d.n_trials)
+               for d in status.distributions)
+    return pb.Study.COMPLETED if done else pb.Study.IDLE
+
+
+def trial_to_proto(trial: FrozenTrial) -> pb.Trial:
+    msg = pb.Trial(number=trial.number, state=trial.state.name,
+                   intermediate={int(k): float(v) for k, v in trial.intermediate_values.items()},
+                   fail_reason=str(trial.user_attrs.get("fail_reason", "")))
+    fill_params(msg.params, trial.params)
+    if trial.value is not None:
+        msg.value = float(trial.value)
+    if "stderr" in trial.user_attrs:
+        msg.stderr = float(trial.user_attrs["stderr"])
+    return msg
+
+
+def distribution_to_proto(dist: DistributionStatus,
+                          trials: Sequence[FrozenTrial] = ()) -> pb.DistributionProgress:
+    return pb.DistributionProgress(
+        label=dist.label, study_name=dist.study_name, exists=dist.exists, n_trials=dist.n_trials,
+        complete=dist.states.get("COMPLETE", 0), states=dict(dist.states),
+        stopped=dist.stopped or "", trials=[trial_to_proto(t) for t in trials])
+
+
+def study_to_proto(status: StudyStatus, *, error: BaseException | None = None,
+                   trials: Mapping[str, Sequence[FrozenTrial]] | None = None) -> pb.Study:
+    """A Study message; ``trials`` maps distribution labels to their stored trials."""
+    trials = trials or {}
+    return pb.Study(
+        name=status.name, storage=status.storage, state=study_state(status, error),
+        running=status.running, error="" if error is None else f"{type(error).__name__}: {error}",
+        distributions=[distribution_to_proto(d, trials.get(d.label, ()))
+                       for d in status.distributions])
+
+
+# ------------------------------------------------------------------- answer ----
+
+
+def best_to_proto(study: str, dist: DistributionStatus) -> pb.BestAnswer:
+    """The GetBest reply for one distribution's status (its ``answer`` may be None)."""
+    msg = pb.BestAnswer(study=study, distribution=dist.label, study_name=dist.study_name,
+                        exists=dist.exists, stopped=dist.stopped or "")
+    ans = dist.answer
+    if ans is None:
+        return msg
+    msg.trials_used = ans.n_complete
+    if ans.predicted is not None:
+        pred = ans.predicted
+        msg.predicted.CopyFrom(pb.Prediction(mean=pred.mean, sd=pred.sd, lower=pred.lower,
+                                             upper=pred.upper))
+        fill_params(msg.predicted.params, pred.params)
+        for name in ("scaling_factor", "participation"):
+            if isinstance(pred.params.get(name), numbers.Real):
+                setattr(msg, name, float(pred.params[name]))
+    if ans.observed_best is not None:
+        obs = ans.observed_best
+        msg.observed_best.CopyFrom(pb.ObservedBest(number=obs.number, value=obs.value,
+                                                   stderr=obs.stderr))
+        fill_params(msg.observed_best.params, obs.params)
+    return msg
+
+
+def answer_from_proto(msg: pb.BestAnswer) -> Answer:
+    """The domain Answer inside a GetBest reply (without the stop decision)."""
+    predicted = observed = None
+    if _has(msg, "predicted"):
+        p = msg.predicted
+        predicted = Prediction(params=params_from_proto(p.params), mean=p.mean, sd=p.sd,
+                               lower=p.lower, upper=p.upper)
+    if _has(msg, "observed_best"):
+        o = msg.observed_best
+        observed = Observation(number=o.number, params=params_from_proto(o.params), value=o.value,
+                               stderr=o.stderr)
+    return Answer(n_complete=msg.trials_used, observed_best=observed, predicted=predicted)
+
+
+def _has(msg: Message, name: str) -> bool:
+    return bool(msg.HasField(name))

@@ -1,0 +1,194 @@
+"""Domain-level study API: start/resume/stop/list/get/best, returning plain dataclasses.
+
+The CLI uses it synchronously; an ``OptimizerService`` gRPC servicer can wrap
+``StudyManager`` one-to-one (start/resume run in background threads, ``stop``
+halts them gracefully, and every reply is a dataclass to map onto a message).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from optimizer.science import answer as answer_mod
+from optimizer.study import storage as store
+from optimizer.study.backends import SyntheticBackend, TrialBackend, make_backends
+from optimizer.study.runner import RunOutcome, StudyRunner, trial_summary
+from optimizer.study.storage import observations
+from optimizer.study.studyfile import StudyConfig
+from trainer.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistributionStatus:
+    """One distribution's study: progress and its current answer."""
+
+    study_name: str
+    label: str
+    exists: bool
+    states: Mapping[str, int] = field(default_factory=dict)
+    n_trials: int = 0
+    stopped: str | None = None  # the stop-rule reason, once met
+    answer: answer_mod.Answer | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudyStatus:
+    name: str
+    storage: str
+    running: bool
+    distributions: tuple[DistributionStatus, ...]
+
+
+BackendFactory = Callable[[StudyConfig], Sequence[TrialBackend]]
+
+
+def backends_for(cfg: StudyConfig, kind: str, *,
+                 synthetic: SyntheticBackend | None = None) -> list[TrialBackend]:
+    t = cfg.trainer
+    return make_backends(kind, endpoints=t.endpoints, workers=t.workers, function=t.function,
+                         synthetic=synthetic)
+
+
+def run_study(cfg: StudyConfig, backends: Sequence[TrialBackend], *, resume: bool,
+              labels: Sequence[str] | None = None, n_trials: int | None = None,
+              halt: threading.Event | None = None,
+              on_start: Callable[[StudyRunner], None] | None = None,
+              on_complete: Callable[[FrozenTrial], None] | None = None) -> list[RunOutcome]:
+    """Run (or resume) each selected distribution's study in turn; blocks until done."""
+    dists = [cfg.distribution(label) for label in labels] if labels else list(cfg.distributions)
+    storage = store.open_storage(cfg.storage_url)
+    if resume and not store.existing_studies(cfg, storage):
+        raise ConfigError("name", f"no study {cfg.name!r} in {cfg.storage_url}",
+                          accepted="a study started with `scalefed study run`")
+    outcomes = []
+    for dist in dists:  # on resume, distributions the interrupted run never reached start now
+        if halt is not None and halt.is_set():
+            break
+        runner = StudyRunner(cfg=cfg, dist=dist, storage=storage, backends=backends,
+                             n_trials=n_trials, halt=halt,
+                             on_complete=on_complete)
+        if on_start is not None:
+            on_start(runner)
+        outcomes.append(runner.run())
+    return outcomes
+
+
+def distribution_status(cfg: StudyConfig, label: str, *, with_answer: bool = True,
+                        storage: Any = None) -> DistributionStatus:
+    dist = cfg.distribution(label)
+    storage = storage or store.open_storage(cfg.storage_url)
+    name = cfg.study_name(dist)
+    if dist not in store.existing_studies(cfg, storage):
+        return DistributionStatus(study_name=name, label=label, exists=False, n_trials=cfg.n_trials)
+    study = store.create_or_load(cfg, dist, storage, must_exist=True)
+    trials = study.get_trials(deepcopy=False)
+    ans = None
+    if with_answer:
+        ans = answer_mod.compute_answer(cfg.space, observations(trials), seed=cfg.seed)
+    return DistributionStatus(study_name=name, label=label, exists=True,
+                              states=trial_summary(trials), n_trials=cfg.n_trials,
+                              stopped=study.user_attrs.get(store.STOPPED_ATTR), answer=ans)
+
+
+def study_status(cfg: StudyConfig, *, with_answer: bool = True) -> StudyStatus:
+    storage = store.open_storage(cfg.storage_url)
+    dists = tuple(distribution_status(cfg, d.label, with_answer=with_answer, storage=storage)
+                  for d in cfg.distributions)
+    return StudyStatus(name=cfg.name, storage=cfg.storage_url, running=False, distributions=dists)
+
+
+def completed_trials(cfg: StudyConfig, label: str) -> list[FrozenTrial]:
+    storage = store.open_storage(cfg.storage_url)
+    study = store.create_or_load(cfg, cfg.distribution(label), storage, must_exist=True)
+    return [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+
+
+class StudyManager:
+    """Runs studies in background threads; the API a gRPC servicer maps onto.
+
+    ``backend_factory`` turns a study config into its trial backends (synthetic,
+    in-process or gRPC), so the servicer decides where trials run.
+    """
+
+    def __init__(self, *, backend_factory: BackendFactory) -> None:
+        self._factory = backend_factory
+        self._lock = threading.Lock()
+        self._configs: dict[str, StudyConfig] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._halts: dict[str, threading.Event] = {}
+        self._errors: dict[str, BaseException] = {}
+
+    def start(self, cfg: StudyConfig, *, resume: bool = False) -> StudyStatus:
+        """Start (or resume) a study in the background. Errors in the config raise now."""
+        with self._lock:
+            if self._is_running(cfg.name):
+                raise ConfigError("name", f"study {cfg.name!r} is already running",
+                                  accepted="a study that is not running")
+            backends = list(self._factory(cfg))
+            halt = threading.Event()
+            thread = threading.Thread(target=self._run, args=(cfg, backends, resume, halt),
+                                      name=f"study-{cfg.name}", daemon=True)
+            self._configs[cfg.name], self._halts[cfg.name] = cfg, halt
+            self._errors.pop(cfg.name, None)
+            self._threads[cfg.name] = thread
+            thread.start()
+        return self.get(cfg.name, with_answer=False)
+
+    def resume(self, cfg: StudyConfig) -> StudyStatus:
+        return self.start(cfg, resume=True)
+
+    def _run(self, cfg: StudyConfig, backends: list[TrialBackend], resume: bool,
+             halt: threading.Event) -> None:
+        try:
+            run_study(cfg, backends, resume=resume, halt=halt)
+        except BaseException as exc:
+            log.exception("study %s failed", cfg.name)
+            self._errors[cfg.name] = exc
+
+    def stop(self, name: str, *, wait: bool = True) -> StudyStatus:
+        """Halt a running study: running trials are cancelled and re-queued for resume."""
+        cfg = self._config(name)
+        self._halts[name].set()
+        thread = self._threads.get(name)
+        if wait and thread is not None:
+            thread.join()
+        return self.get(cfg.name, with_answer=False)
+
+    def list(self) -> list[StudyStatus]:
+        return [self.get(name, with_answer=False) for name in sorted(self._configs)]
+
+    def get(self, name: str, *, with_answer: bool = True) -> StudyStatus:
+        cfg = self._config(name)
+        status = study_status(cfg, with_answer=with_answer)
+        return StudyStatus(name=status.name, storage=status.storage,
+                           running=self._is_running(name), distributions=status.distributions)
+
+    def best(self, name: str, distribution: str) -> DistributionStatus:
+        """The answer for one distribution (observed best and predicted optimum)."""
+        return distribution_status(self._config(name), distribution)
+
+    def error(self, name: str) -> BaseException | None:
+        return self._errors.get(name)
+
+    def register(self, cfg: StudyConfig) -> None:
+        """Make an existing (e.g. finished) study known without running it."""
+        with self._lock:
+            self._configs.setdefault(cfg.name, cfg)
+
+    def _is_running(self, name: str) -> bool:
+        thread = self._threads.get(name)
+        return thread is not None and thread.is_alive()
+
+    def _config(self, name: str) -> StudyConfig:
+        if name not in self._configs:
+            raise ConfigError("study", f"unknown study {name!r}",
+                              accepted=", ".join(sorted(self._configs)) or "none registered")
+        return self._configs[name]

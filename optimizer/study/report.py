@@ -1,0 +1,182 @@
+"""Reports: the answer table (markdown), PNG plots and one HTML page embedding them."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from optuna.trial import FrozenTrial, TrialState
+
+from optimizer.science import answer as answer_mod
+from optimizer.study.manager import DistributionStatus, StudyStatus, completed_trials, study_status
+from optimizer.study.storage import observations
+from optimizer.study.studyfile import StudyConfig
+
+
+def _fmt_params(params: Mapping[str, Any] | None) -> tuple[str, str, str]:
+    if not params:
+        return "-", "-", ""
+    s = f"{params['scaling_factor']:.3g}" if "scaling_factor" in params else "-"
+    p = f"{params['participation']:.2f}" if "participation" in params else "-"
+    rest = ", ".join(f"{k}={v}" for k, v in params.items()
+                     if k not in ("scaling_factor", "participation"))
+    return s, p, rest
+
+
+def answer_table(status: StudyStatus) -> str:
+    """One markdown row per distribution: predicted optimum with its 95% interval, observed best."""
+    head = ("| distribution | scaling factor s* | participation p* | predicted pass@10 [95% CI] "
+            "| observed best (s, p): pass@10 +/- SE | trials | state |\n"
+            "|---|---|---|---|---|---|---|\n")
+    rows = []
+    for d in status.distributions:
+        ans = d.answer
+        pred = ans.predicted if ans else None
+        obs = ans.observed_best if ans else None
+        s, p, rest = _fmt_params(pred.params if pred else None)
+        if rest:
+            p += f" ({rest})"
+        ci = f"{pred.mean:.3f} [{pred.lower:.3f}, {pred.upper:.3f}]" if pred else "-"
+        o = "-"
+        if obs is not None:
+            os_, op, _ = _fmt_params(obs.params)
+            o = f"({os_}, {op}): {obs.value:.3f} +/- {obs.stderr:.3f}"
+        state = "stopped by rule" if d.stopped else ("not started" if not d.exists else "")
+        done = d.states.get("COMPLETE", 0)
+        rows.append(f"| {d.label} | {s} | {p} | {ci} | {o} | {done}/{d.n_trials} | {state} |")
+    return head + "\n".join(rows) + "\n"
+
+
+def _axis_slice(cfg: StudyConfig, pred: answer_mod.Prediction, n: int = 120
+                ) -> list[dict[str, Any]]:
+    sf = next(p for p in cfg.space if p.name == "scaling_factor")
+    assert sf.low is not None and sf.high is not None
+    grid = np.exp(np.linspace(math.log(sf.low), math.log(sf.high), n)) if sf.log else \
+        np.linspace(sf.low, sf.high, n)
+    return [{**pred.params, "scaling_factor": float(x)} for x in grid]
+
+
+def _save(fig: Any, ax: Any, path: Path, *, xlabel: str, title: str) -> Path:
+    """Label a pass@10 plot, write it as PNG and free the figure."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("pass@10")
+    ax.set_title(title)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_factor(cfg: StudyConfig, d: DistributionStatus, trials: Sequence[FrozenTrial],
+                path: Path) -> Path:
+    """pass@10 against the scaling factor: trials (coloured by participation) and the GP slice
+    through the predicted optimum, mean +/- 1.96 SD."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    if done and "scaling_factor" in done[0].params:
+        xs = [t.params["scaling_factor"] for t in done]
+        ys = [float(t.value or 0.0) for t in done]
+        cs = [t.params.get("participation", 0.5) for t in done]
+        se = [float(t.user_attrs.get("stderr", 0.0)) for t in done]
+        ax.errorbar(xs, ys, yerr=se, fmt="none", ecolor="0.7", zorder=1)
+        sc = ax.scatter(xs, ys, c=cs, cmap="viridis", vmin=0, vmax=1, zorder=2, label="trials")
+        fig.colorbar(sc, ax=ax, label="participation")
+    pred = d.answer.predicted if d.answer else None
+    if pred is not None and any(p.name == "scaling_factor" for p in cfg.space):
+        surrogate = answer_mod.Surrogate(cfg.space, observations(done), seed=cfg.seed)
+        rows = _axis_slice(cfg, pred)
+        mean, sd = surrogate.predict(rows)
+        x = [r["scaling_factor"] for r in rows]
+        ax.plot(x, mean, color="C3", label=f"GP mean at p={pred.params.get('participation', 0):.2f}")
+        ax.fill_between(x, mean - answer_mod.Z95 * sd, mean + answer_mod.Z95 * sd, color="C3",
+                        alpha=0.15, label="95% credible band")
+        ax.axvline(pred.params["scaling_factor"], color="C3", ls="--", lw=1)
+    ax.set_xscale("log")
+    # Plain numbers at 1-2-5 steps; matplotlib's default minor labels overlap on a short log axis.
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
+
+    lo, hi = ax.get_xlim()
+    ticks = [t for t in (0.05, 0.1, 0.2, 0.25, 0.5, 1, 2, 4, 5, 10) if lo <= t <= hi]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    return _save(fig, ax, path, xlabel="server scaling factor s", title=f"{cfg.name} / {d.label}")
+
+
+def plot_history(cfg: StudyConfig, histories: Mapping[str, Sequence[FrozenTrial]],
+                 path: Path) -> Path:
+    """pass@10 per trial and the running best, one colour per distribution."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for i, (label, trials) in enumerate(histories.items()):
+        done = sorted((t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
+                      key=lambda t: t.number)
+        if not done:
+            continue
+        xs = [t.number for t in done]
+        ys = [float(t.value) for t in done if t.value is not None]
+        ax.plot(xs, ys, "o", color=f"C{i}", alpha=0.6, label=f"{label} trials")
+        ax.step(xs, np.maximum.accumulate(ys), where="post", color=f"C{i}", label=f"{label} best")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return _save(fig, ax, path, xlabel="trial number", title=f"{cfg.name}: optimisation history")
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
+
+
+def write_report(cfg: StudyConfig, out_dir: str | Path) -> Path:
+    """Write answer.md, one PNG per distribution, history.png and index.html; return the page."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    status = study_status(cfg)
+    table = answer_table(status)
+    (out / "answer.md").write_text(f"# {cfg.name}\n\n{table}", encoding="utf-8")
+    histories: dict[str, list[FrozenTrial]] = {}
+    images = []
+    for d in status.distributions:
+        if not d.exists:
+            continue
+        trials = completed_trials(cfg, d.label)
+        histories[d.label] = trials
+        images.append(plot_factor(cfg, d, trials, out / f"factor-{d.label}.png"))
+    images.append(plot_history(cfg, histories, out / "history.png"))
+    body = "\n".join(f"<figure>{_img(p)}</figure>" for p in images)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(cfg.name)}"
+            f"</title><style>body{{font-family:sans-serif;max-width:60em;margin:auto}}"
+            f"table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px}}"
+            f"</style></head><body><h1>{html.escape(cfg.name)}</h1>"
+            f"<p>storage: <code>{html.escape(status.storage)}</code></p>"
+            f"{_markdown_table_html(table)}{body}</body></html>")
+    index = out / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return index
+
+
+def _markdown_table_html(table: str) -> str:
+    lines = [ln for ln in table.strip().splitlines() if not ln.startswith("|---")]
+    cells = [[html.escape(c.strip()) for c in ln.strip("|").split("|")] for ln in lines]
+    head = "".join(f"<th>{c}</th>" for c in cells[0])
+    rows = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in cells[1:])
+    return f"<table><tr>{head}</tr>{rows}</table>"

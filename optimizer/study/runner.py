@@ -1,0 +1,299 @@
+"""The study runner: ask/tell one distribution's study against N trial backends at once.
+
+Invariants (they hold across Ctrl-C, ``kill -9`` and several runner processes):
+
+* every asked trial ends COMPLETE, FAIL (re-queued once as a WAITING retry unless
+  its retries are spent) or PRUNED (never run: over budget or a duplicate retry);
+* the budget counts *fresh* trials (not retries) by creation order, so concurrent
+  runners never overshoot ``n_trials``;
+* a runner leaves no RUNNING trial behind: Ctrl-C cancels and re-queues its
+  trials without consuming a retry; a killed runner's leases expire (see
+  ``optimizer.study.lease``) and the next runner fails and re-queues them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from optimizer.science import answer as answer_mod
+from optimizer.science.space import to_distributions
+from optimizer.study import lease as lease_mod
+from optimizer.study.backends import BackendResult, TrialBackend
+from optimizer.study.storage import STOPPED_ATTR, create_or_load, observations
+from optimizer.study.studyfile import DistributionSpec, StudyConfig
+from trainer.errors import ConfigError, TrialCancelledError
+
+log = logging.getLogger(__name__)
+SURPLUS = "surplus"
+DUPLICATE_OF = "duplicate_of"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOutcome:
+    """How one distribution's run ended."""
+
+    study_name: str
+    label: str
+    n_complete: int
+    n_failed: int
+    ended: str  # "budget", "stop rule", "halted"
+
+
+def _suggest(trial: Trial, name: str, dist: BaseDistribution) -> Any:
+    if isinstance(dist, FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, log=dist.log, step=dist.step)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, log=dist.log, step=dist.step)
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    raise TypeError(f"unsupported distribution {dist!r}")
+
+
+def _is_fresh(t: FrozenTrial) -> bool:
+    return lease_mod.RETRY_OF not in t.user_attrs
+
+
+class StudyRunner:
+    """Runs one distribution's study to its budget or its stop rule."""
+
+    def __init__(self, *, cfg: StudyConfig, dist: DistributionSpec, storage: RDBStorage,
+                 backends: Sequence[TrialBackend], n_trials: int | None = None,
+                 must_exist: bool = False, halt: threading.Event | None = None,
+                 on_complete: Callable[[FrozenTrial], None] | None = None) -> None:
+        if not backends:
+            raise ConfigError("backend", "no trial backend to run on", accepted=">= 1 backend")
+        self.cfg, self.dist, self.storage = cfg, dist, storage
+        self.study = create_or_load(cfg, dist, storage, must_exist=must_exist)
+        self.n_trials = n_trials or cfg.n_trials
+        self._backends = list(backends)
+        self._dists = to_distributions(cfg.space)
+        self._base = cfg.base_params(dist)
+        self._halt = halt or threading.Event()
+        self._on_complete = on_complete
+        self._lock = threading.Lock()  # Study.ask/tell and the GP sampler are not thread-safe
+        self._running: dict[int, threading.Event] = {}
+        self._errors: list[BaseException] = []
+
+    # ------------------------------------------------------------- main loop --
+
+    def run(self) -> RunOutcome:
+        """Run until done; Ctrl-C cancels and re-queues running trials, then re-raises."""
+        # Wait on our own events, not Thread.join: on CPython 3.11 a join interrupted by
+        # KeyboardInterrupt can return early on the next call, and then a cancelled
+        # trial's re-queue would be cut off by the process exit.
+        finished = [threading.Event() for _ in self._backends]
+        threads = [threading.Thread(target=self._worker, args=(b, done), daemon=True,
+                                    name=f"trial-{i}")
+                   for i, (b, done) in enumerate(zip(self._backends, finished, strict=True))]
+        for t in threads:
+            t.start()
+        try:
+            while not all(done.wait(0.2) for done in finished):
+                pass
+        except KeyboardInterrupt:
+            self.halt()
+            for done in finished:
+                done.wait()
+            raise
+        if self._errors:
+            raise self._errors[0]
+        return self._outcome()
+
+    def halt(self) -> None:
+        """Stop asking and cancel running trials (they are re-queued, not lost)."""
+        self._halt.set()
+        with self._lock:
+            for cancel in self._running.values():
+                cancel.set()
+
+    def _worker(self, backend: TrialBackend, finished: threading.Event) -> None:
+        try:
+            while not self._halt.is_set():
+                step = self._next_trial()
+                if step == "done":
+                    return
+                if step == "wait":
+                    self._halt.wait(min(self.cfg.trainer.heartbeat_s, 2.0))
+                    continue
+                if isinstance(step, tuple):
+                    self._execute(step[0], step[1], backend)
+        except BaseException as exc:  # noqa: BLE001 - surfaced by run() in the main thread
+            self._errors.append(exc)
+            self.halt()
+        finally:
+            finished.set()
+
+    # -------------------------------------------------------------- asking --
+
+    def _next_trial(self) -> str | tuple[Trial, lease_mod.Lease]:
+        with self._lock:
+            if self._halt.is_set():
+                return "done"
+            t = self.cfg.trainer
+            lease_mod.reap_stale(self.study, self.storage, lease_s=t.lease_s,
+                                 max_retries=t.max_retries)
+            trials = self.study.get_trials(deepcopy=False)
+            waiting = any(x.state == TrialState.WAITING for x in trials)
+            fresh = sum(1 for x in trials if _is_fresh(x))
+            stopped = STOPPED_ATTR in self.study.user_attrs
+            if not waiting and (fresh >= self.n_trials or stopped):
+                running = any(x.state == TrialState.RUNNING for x in trials)
+                return "wait" if running else "done"
+            # Ask without distributions so the trial is leased *before* the sampler runs
+            # (a GP fit can take seconds; an unleased RUNNING trial looks abandoned).
+            trial = self.study.ask()
+            held = lease_mod.Lease(self.storage, trial._trial_id,
+                                   interval_s=t.heartbeat_s).start()
+            try:
+                for name, dist in self._dists.items():
+                    _suggest(trial, name, dist)
+            except UpdateFinishedTrialError:
+                held.stop()  # reaped by another runner while sampling; its retry is queued
+                return "again"
+            reason = self._never_run_reason(trial)
+            if reason is not None:
+                held.stop()
+                trial.set_user_attr(*reason)
+                self.study.tell(trial, state=TrialState.PRUNED)
+                return "again"
+            cancel = threading.Event()
+            if self._halt.is_set():  # halted while the sampler ran: re-queue, don't run
+                cancel.set()
+            self._running[trial.number] = cancel
+            return trial, held
+
+    def _never_run_reason(self, trial: Trial) -> tuple[str, Any] | None:
+        """Over budget (a fresh trial beyond n_trials by creation order) or a duplicate retry."""
+        me = self.storage.get_trial(trial._trial_id)
+        trials = self.study.get_trials(deepcopy=False)
+        if _is_fresh(me):
+            rank = sum(1 for x in trials if _is_fresh(x) and x._trial_id < me._trial_id)
+            return (SURPLUS, True) if rank >= self.n_trials else None
+        source = me.user_attrs.get(lease_mod.REQUEUED_FROM)
+        twins = [x for x in trials if x.user_attrs.get(lease_mod.REQUEUED_FROM) == source]
+        first = min(twins, key=lambda x: x._trial_id)
+        return (DUPLICATE_OF, first.number) if first._trial_id != me._trial_id else None
+
+    # ------------------------------------------------------------- running --
+
+    def _execute(self, trial: Trial, held: lease_mod.Lease, backend: TrialBackend) -> None:
+        cancel = self._running[trial.number]
+        timed_out = threading.Event()
+
+        def on_timeout() -> None:
+            timed_out.set()
+            cancel.set()
+
+        timer = threading.Timer(self.cfg.trainer.timeout_s, on_timeout)
+        timer.daemon = True
+        params = {**self._base, **trial.params}
+        started = time.monotonic()
+        result: BackendResult | None = None
+        error: BaseException | None = None
+        timer.start()
+        try:
+            result = backend.run(params, on_round=lambda r, v: trial.report(v, r), cancel=cancel)
+        except Exception as exc:  # noqa: BLE001 - any trainer failure fails (and retries) the trial
+            error = exc
+        finally:
+            timer.cancel()
+            held.stop()
+        seconds = time.monotonic() - started
+        with self._lock:
+            self._running.pop(trial.number, None)
+            if result is not None:
+                self._tell_success(trial, result, backend, seconds)
+            else:
+                assert error is not None
+                self._tell_failure(trial, error, timed_out=timed_out.is_set())
+        if isinstance(error, ConfigError):
+            raise error  # a bad configuration fails every trial: stop, don't burn retries
+
+    def _tell_success(self, trial: Trial, result: BackendResult, backend: TrialBackend,
+                      seconds: float) -> None:
+        try:
+            # Two writes, not one per field: every attribute write is a committed transaction.
+            trial.set_user_attr("stderr", result.stderr)
+            trial.set_user_attr("result", {"n": result.n, "n_problems": len(result.problems),
+                                           "problems_head": list(result.problems[:3]),
+                                           "backend": backend.name, "seconds": round(seconds, 3)})
+            if result.record:
+                # The full run record (every parameter, per-round metrics, timings, versions)
+                # lives with the result, so a study database alone reproduces each trial.
+                trial.set_user_attr("record", json.loads(json.dumps(result.record, default=str)))
+            frozen = self.study.tell(trial, result.pass_at_k, skip_if_finished=True)
+        except UpdateFinishedTrialError:
+            frozen = self.storage.get_trial(trial._trial_id)
+        if frozen.state != TrialState.COMPLETE:
+            log.warning("trial %d was reaped while running; its retry will run", trial.number)
+            return
+        log.debug("trial %d: pass@k=%.3f +/- %.3f %s", trial.number, result.pass_at_k,
+                 result.stderr, dict(trial.params))
+        if self._on_complete is not None:
+            self._on_complete(frozen)
+        self._check_stop_rule()
+
+    def _tell_failure(self, trial: Trial, error: BaseException, *, timed_out: bool) -> None:
+        interrupted = isinstance(error, TrialCancelledError) and not timed_out
+        is_config = isinstance(error, ConfigError)
+        reason = "timed out" if timed_out else f"{type(error).__name__}: {error}"
+        if interrupted:
+            reason = "interrupted"
+        log.warning("trial %d failed (%s)", trial.number, reason)
+        frozen = self.storage.get_trial(trial._trial_id)
+        lease_mod.fail_and_requeue(self.study, frozen, consume_retry=not (interrupted or is_config),
+                                   max_retries=self.cfg.trainer.max_retries, storage=self.storage,
+                                   user_attrs={"fail_reason": reason[:500]})
+
+    # ------------------------------------------------------------ stopping --
+
+    def _check_stop_rule(self) -> None:
+        rule = self.cfg.stop
+        obs = observations(self.study.get_trials(deepcopy=False))
+        if not rule.enabled or len(obs) < rule.min_trials:
+            return
+        ans = answer_mod.compute_answer(
+            self.cfg.space, obs, seed=self.cfg.seed,
+            stop={"min_trials": rule.min_trials, "epsilon": rule.epsilon,
+                  "probability": rule.probability})
+        if ans.stop is not None and ans.stop.stop:
+            log.info("%s: stop rule met: %s", self.study.study_name, ans.stop.reason)
+            self.study.set_user_attr(STOPPED_ATTR, ans.stop.reason)
+
+    def _outcome(self) -> RunOutcome:
+        trials = self.study.get_trials(deepcopy=False)
+        ended = "halted" if self._halt.is_set() else (
+            "stop rule" if STOPPED_ATTR in self.study.user_attrs else "budget")
+        return RunOutcome(
+            study_name=self.study.study_name, label=self.dist.label,
+            n_complete=sum(1 for t in trials if t.state == TrialState.COMPLETE),
+            n_failed=sum(1 for t in trials if t.state == TrialState.FAIL), ended=ended)
+
+
+def trial_summary(trials: Sequence[FrozenTrial]) -> Mapping[str, int]:
+    """Counts per state (for status displays)."""
+    out: dict[str, int] = {}
+    for t in trials:
+        out[t.state.name] = out.get(t.state.name, 0) + 1
+    return out
+
+
+def study_trials(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False)

@@ -1,0 +1,138 @@
+"""Storage and study plumbing: open the RDB, create or load one Optuna study per distribution.
+
+Study names are ``<study>/<distribution label>``; each study carries its
+configuration fingerprint (searched space and fixed trial fields) as a user
+attribute, so resuming with a changed study file fails loudly instead of mixing
+incomparable trials. Everything stays plain Optuna RDB, readable by
+optuna-dashboard.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.exceptions import DuplicatedStudyError
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from optimizer.science import space as space_mod
+from optimizer.science.surrogate import Observation
+from optimizer.study.studyfile import DistributionSpec, StudyConfig
+from trainer.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+CONFIG_ATTR = "scalefed:config"
+STOPPED_ATTR = "scalefed:stopped"  # set (with the reason) when the stop rule ends a study
+
+
+def open_storage(url: str) -> RDBStorage:
+    """An RDBStorage for ``url``; creates the directory of a SQLite file."""
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Several threads (and maybe processes) write: wait on the file lock, don't fail.
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    else:
+        engine_kwargs["pool_pre_ping"] = True
+    error: Exception | None = None
+    for attempt in range(4):
+        try:
+            return RDBStorage(url, engine_kwargs=engine_kwargs)
+        except Exception as exc:  # noqa: BLE001 - sqlalchemy raises many types
+            # Optuna's schema creation is not safe against a concurrent creator: runners that
+            # start together on an empty database collide once, then find the schema there.
+            error = exc
+            time.sleep(0.2 * (attempt + 1))
+    raise ConfigError("storage", f"cannot open {url!r}: {error}",
+                      accepted="a reachable sqlite:/// or postgresql:// URL") from error
+
+
+def make_sampler(cfg: StudyConfig, index: int) -> optuna.samplers.BaseSampler:
+    """GPSampler, seeded per distribution.
+
+    ``n_startup_trials`` matches the size of the Sobol design that ``create_or_load``
+    enqueues; the GP starts once that many trials are complete (until then, extra
+    parallel asks fall back to uniform random sampling).
+    """
+    return optuna.samplers.GPSampler(
+        seed=cfg.seed + 1000 * index,
+        n_startup_trials=cfg.sampler.n_startup_trials,
+        deterministic_objective=False,  # pass@k is noisy: let the GP fit a noise variance
+        warn_independent_sampling=False,
+    )
+
+
+def fingerprint(cfg: StudyConfig, dist: DistributionSpec) -> dict[str, Any]:
+    space = [{"name": p.name, "low": p.low, "high": p.high, "log": p.log,
+              "choices": list(p.choices) if p.choices is not None else None} for p in cfg.space]
+    return {"space": space, "fixed": cfg.base_params(dist)}
+
+
+def _check_fingerprint(study: optuna.Study, cfg: StudyConfig, dist: DistributionSpec) -> None:
+    stored = study.user_attrs.get(CONFIG_ATTR)
+    if stored is None:
+        return
+    now = json.loads(json.dumps(fingerprint(cfg, dist), default=str))
+    if stored["space"] != now["space"]:
+        raise ConfigError("space", f"differs from the one study {study.study_name!r} was run with",
+                          accepted=json.dumps(stored["space"]))
+    for key in sorted(set(stored["fixed"]) | set(now["fixed"])):
+        if stored["fixed"].get(key) != now["fixed"].get(key):
+            raise ConfigError(f"profile.{key}", f"is {now['fixed'].get(key)!r} but study "
+                              f"{study.study_name!r} was run with it",
+                              accepted=repr(stored["fixed"].get(key)))
+
+
+def create_or_load(cfg: StudyConfig, dist: DistributionSpec, storage: RDBStorage, *,
+                   must_exist: bool) -> optuna.Study:
+    """Load the distribution's study, or create it and enqueue its start-up design.
+
+    Only the process that wins the (unique-name) creation enqueues the design, so
+    several runners starting at once never duplicate it.
+    """
+    name = cfg.study_name(dist)
+    index = cfg.distributions.index(dist)
+    sampler = make_sampler(cfg, index)
+    exists = name in optuna.get_all_study_names(storage)
+    if must_exist and not exists:
+        raise ConfigError("name", f"no study {name!r} in {cfg.storage_url}",
+                          accepted="a study started with `scalefed study run`")
+    if not exists:
+        try:
+            study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+                                        direction="maximize")
+        except DuplicatedStudyError:
+            pass  # another runner created it first
+        else:
+            study.set_user_attr(CONFIG_ATTR, json.loads(json.dumps(fingerprint(cfg, dist),
+                                                                   default=str)))
+            study.set_user_attr("distribution", dist.label)
+            for params in cfg.initial_points:
+                study.enqueue_trial(dict(params), user_attrs={"design": True})
+            n_sobol = cfg.sampler.n_startup_trials - len(cfg.initial_points)
+            for params in space_mod.design_points(cfg.space, n_sobol, seed=cfg.seed + index):
+                study.enqueue_trial(params, user_attrs={"design": True})
+            return study
+    study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+    _check_fingerprint(study, cfg, dist)
+    return study
+
+
+def existing_studies(cfg: StudyConfig, storage: RDBStorage) -> list[DistributionSpec]:
+    names = set(optuna.get_all_study_names(storage))
+    return [d for d in cfg.distributions if cfg.study_name(d) in names]
+
+
+def observations(trials: Sequence[FrozenTrial]) -> list[Observation]:
+    """The complete trials as the science sees them (value and its standard error)."""
+    return [Observation(number=t.number, params=t.params, value=float(t.value),
+                                   stderr=float(t.user_attrs.get("stderr", 0.0)))
+            for t in trials if t.state == TrialState.COMPLETE and t.value is not None]

@@ -1,1 +1,0 @@
-"""Generated protobuf/gRPC code (scripts/gen_proto.py). Do not edit."""

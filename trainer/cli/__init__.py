@@ -1,0 +1,1 @@
+"""The trainer's sub-commands of ``scalefed``: eval, train, trainer serve|info|cancel."""

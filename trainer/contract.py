@@ -1,0 +1,227 @@
+"""The trial contract: what one federated trial takes, reports and returns.
+
+A trial's parameters are one flat, frozen, validated record (``TrialSpec``);
+``TrialSpec.to_dict()`` is what gets logged and stored next to its result.
+Transport layers (gRPC, CLI) convert to and from these types and never add
+science of their own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+import os
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, cast
+
+from trainer.errors import ConfigError
+from trainer.helptext import meta
+
+Distribution = Literal["iid", "dirichlet", "natural"]
+BudgetMode = Literal["rounds", "client_steps"]
+DISTRIBUTIONS: tuple[str, ...] = ("iid", "dirichlet", "natural")
+BUDGET_MODES: tuple[str, ...] = ("rounds", "client_steps")
+# The real trial function: federated training, then HumanEval evaluation.
+DEFAULT_TRIAL_FN = "trainer.trial:run_trial"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialSpec:
+    """Every parameter of one federated trial, flat. Validated on construction."""
+
+    model: str = field(default="smollm2-135m", metadata=meta("model preset, HF directory or hub id"))
+    distribution: str = field(default="iid", metadata=meta("client data split: iid, dirichlet, natural"))
+    alpha: float = field(default=0.5, metadata=meta("Dirichlet concentration (dirichlet only); > 0"))
+    clients: int = field(default=10, metadata=meta("number of clients K"))
+    participation: float = field(default=0.5, metadata=meta("fraction of clients per round, in (0, 1]"))
+    scaling_factor: float = field(default=1.0, metadata=meta("server factor s on the mean update; 1 = FedAvg"))
+    budget_mode: str = field(default="client_steps", metadata=meta("rounds or client_steps (compute-matched)"))
+    rounds: int = field(default=4, metadata=meta("rounds (budget_mode=rounds)"))
+    client_steps: int = field(default=40, metadata=meta("total local steps over all clients and rounds"))
+    local_steps: int = field(default=2, metadata=meta("local optimizer steps per client per round"))
+    batch_size: int = field(default=4, metadata=meta("local batch size"))
+    learning_rate: float = field(default=3e-4, metadata=meta("local learning rate"))
+    seq_len: int = field(default=256, metadata=meta("max training tokens per example"))
+    lora_rank: int = field(default=8, metadata=meta("LoRA rank r"))
+    lora_alpha: int = field(default=16, metadata=meta("LoRA alpha"))
+    lora_targets: str = field(default="q_proj,v_proj", metadata=meta("comma-separated target modules"))
+    fedprox_mu: float = field(default=0.0, metadata=meta("FedProx proximal weight; 0 disables"))
+    corpus: str = field(default="stdlib", metadata=meta("training corpus: stdlib, a source dir, or a data file"))
+    max_examples: int = field(default=2000, metadata=meta("cap on corpus examples used"))
+    problems: str = field(default="40", metadata=meta("HumanEval subset: a count N or comma-separated ids"))
+    samples: int = field(default=10, metadata=meta("samples per problem n (>= k)"))
+    k: int = field(default=10, metadata=meta("k of the reported pass@k"))
+    temperature: float = field(default=0.8, metadata=meta("sampling temperature"))
+    top_p: float = field(default=0.95, metadata=meta("nucleus sampling top_p"))
+    max_new_tokens: int = field(default=200, metadata=meta("max generated tokens per sample"))
+    seed: int = field(default=0, metadata=meta("seed for client sampling and training"))
+    partition_seed: int = field(default=0, metadata=meta("seed for the data partition"))
+    eval_seed: int = field(default=0, metadata=meta("seed for evaluation sampling"))
+
+    def __post_init__(self) -> None:
+        validate_spec(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat parameter dict that is logged and stored with the result."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrialSpec:
+        """Build from a flat dict, rejecting unknown keys by name."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(unknown[0], "unknown field", accepted=", ".join(sorted(known)))
+        return cls(**dict(data))
+
+    def replace(self, **changes: Any) -> TrialSpec:
+        return dataclasses.replace(self, **changes)
+
+
+def _positive_int(spec: TrialSpec, name: str) -> None:
+    value = getattr(spec, name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(name, f"must be a positive integer, got {value!r}", accepted=">= 1")
+
+
+def _finite(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(name, f"must be a finite number, got {value!r}")
+    return float(value)
+
+
+def validate_spec(spec: TrialSpec) -> None:
+    """Raise ConfigError naming the first bad field and its accepted range."""
+    if not spec.model:
+        raise ConfigError("model", "is required", accepted="a preset name, a directory, or a hub id")
+    if spec.distribution not in DISTRIBUTIONS:
+        raise ConfigError(
+            "distribution", f"unknown value {spec.distribution!r}", accepted=", ".join(DISTRIBUTIONS)
+        )
+    if _finite("alpha", spec.alpha) <= 0:
+        raise ConfigError("alpha", f"must be > 0, got {spec.alpha}", accepted="(0, inf)")
+    for name in ("clients", "rounds", "client_steps", "local_steps", "batch_size", "seq_len",
+                 "lora_rank", "lora_alpha", "max_examples", "samples", "k", "max_new_tokens"):
+        _positive_int(spec, name)
+    p = _finite("participation", spec.participation)
+    if not 0 < p <= 1:
+        raise ConfigError("participation", f"must be in (0, 1], got {p}", accepted="(0, 1]")
+    if _finite("scaling_factor", spec.scaling_factor) <= 0:
+        raise ConfigError("scaling_factor", f"must be > 0, got {spec.scaling_factor}",
+                          accepted="(0, inf)")
+    if spec.budget_mode not in BUDGET_MODES:
+        raise ConfigError("budget_mode", f"unknown value {spec.budget_mode!r}",
+                          accepted=", ".join(BUDGET_MODES))
+    if _finite("learning_rate", spec.learning_rate) <= 0:
+        raise ConfigError("learning_rate", f"must be > 0, got {spec.learning_rate}", accepted="(0, inf)")
+    if _finite("fedprox_mu", spec.fedprox_mu) < 0:
+        raise ConfigError("fedprox_mu", f"must be >= 0, got {spec.fedprox_mu}", accepted="[0, inf)")
+    if _finite("temperature", spec.temperature) < 0:
+        raise ConfigError("temperature", f"must be >= 0, got {spec.temperature}", accepted="[0, inf)")
+    if not 0 < _finite("top_p", spec.top_p) <= 1:
+        raise ConfigError("top_p", f"must be in (0, 1], got {spec.top_p}", accepted="(0, 1]")
+    if spec.samples < spec.k:
+        raise ConfigError("samples", f"n={spec.samples} is smaller than k={spec.k}",
+                          accepted=f">= k ({spec.k})")
+    if not spec.lora_targets.strip():
+        raise ConfigError("lora_targets", "is empty", accepted="comma-separated module names")
+    if not str(spec.problems).strip():
+        raise ConfigError("problems", "is empty", accepted="a count N or comma-separated task ids")
+
+
+def participants_per_round(clients: int, participation: float) -> int:
+    """``max(1, round(p * K))`` clients per round, rounding halves up (p=0.25, K=10 -> 3)."""
+    return min(clients, max(1, math.floor(participation * clients + 0.5)))
+
+
+def planned_rounds(spec: TrialSpec) -> int:
+    """Number of rounds under the spec's budget mode (budget rule in trainer.federated.rounds's docstring)."""
+    if spec.budget_mode == "rounds":
+        return spec.rounds
+    per_round = participants_per_round(spec.clients, spec.participation) * spec.local_steps
+    return max(1, spec.client_steps // per_round)
+
+
+
+# ---------------------------------------------------------------- events ----
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundEvent:
+    """One finished federated round."""
+
+    round: int
+    total_rounds: int
+    clients: tuple[int, ...]
+    train_loss: float
+    update_norm: float
+    seconds: float
+    intermediate: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalProgressEvent:
+    """Evaluation progress: samples generated / executed so far."""
+
+    stage: str  # "generate" or "execute"
+    done: int
+    total: int
+
+
+TrialEvent = RoundEvent | EvalProgressEvent
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialResult:
+    """What a finished trial returns."""
+
+    pass_at_1: float
+    pass_at_k: float
+    k: int
+    stderr: float  # standard error of pass@k over problems
+    stderr_at_1: float
+    n: int
+    problems: tuple[str, ...]
+    correct: tuple[int, ...]  # per-problem number of passing samples, aligned with problems
+    timings: Mapping[str, float]
+    record: Mapping[str, Any]  # the full run record (JSON-serialisable)
+
+
+class TrialFunction(Protocol):
+    """Runs one trial. Must poll ``cancel`` and raise TrialCancelledError promptly when set."""
+
+    def __call__(
+        self,
+        spec: TrialSpec,
+        *,
+        on_event: Callable[[TrialEvent], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> TrialResult: ...
+
+
+def load_trial_function(ref: str = DEFAULT_TRIAL_FN, *, field: str = "trial_fn") -> TrialFunction:
+    """Import ``module:function`` (the real one is ``trainer.trial:run_trial``).
+
+    Modules resolve from the working directory too, like other ``module:function``
+    loaders; a bad reference is a ConfigError on ``field``.
+    """
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(field, f"{ref!r} is not module:function",
+                          accepted="module:function, e.g. " + DEFAULT_TRIAL_FN)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(field, f"cannot import {module_name}: {exc}",
+                          accepted="an importable module:function") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ConfigError(field, f"{module_name} has no callable {attr!r}",
+                          accepted="an importable module:function")
+    return cast(TrialFunction, fn)

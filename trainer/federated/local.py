@@ -1,0 +1,162 @@
+"""Client-side pieces of federated training: tokenised examples, batches, local steps.
+
+Examples are tokenised once per run. The prompt is the signature + docstring
+with its trailing whitespace cut off (the evaluator strips it too, see
+SPEC); the cut whitespace, the body and EOS form the completion, and only
+completion tokens carry loss. Batches are padded to their own longest
+example (dynamic padding): the median stdlib example is ~100 tokens, so
+padding to ``seq_len`` would waste most of the compute.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from trainer.errors import TrialCancelledError
+
+if TYPE_CHECKING:
+    import torch
+
+    from trainer.federated.corpus import Example
+
+MIN_COMPLETION_TOKENS = 8
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenizedExample:
+    """Token ids of prompt + completion; the first ``prompt_len`` ids carry no loss."""
+
+    ids: tuple[int, ...]
+    prompt_len: int
+
+
+def split_prompt(example: Example) -> tuple[str, str]:
+    """(prompt without trailing whitespace, the whitespace + body)."""
+    head = example.prompt.rstrip()
+    return head, example.prompt[len(head):] + example.completion
+
+
+def tokenize_examples(examples: Sequence[Example], tokenizer: Any,
+                      seq_len: int) -> list[TokenizedExample | None]:
+    """Tokenise aligned with ``examples``; ``None`` where truncation to ``seq_len``
+    would leave too little body to learn from."""
+    heads, tails = zip(*(split_prompt(ex) for ex in examples)) if examples else ((), ())
+    head_ids = tokenizer(list(heads))["input_ids"]
+    tail_ids = tokenizer(list(tails), add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    out: list[TokenizedExample | None] = []
+    for h, t in zip(head_ids, tail_ids):
+        full_tail = list(t) + ([eos] if eos is not None else [])
+        ids = (list(h) + full_tail)[:seq_len]
+        kept = len(ids) - len(h)
+        if kept < min(MIN_COMPLETION_TOKENS, len(full_tail)) or kept <= 0:
+            out.append(None)
+        else:
+            out.append(TokenizedExample(ids=tuple(ids), prompt_len=len(h)))
+    return out
+
+
+def collate(batch: Sequence[TokenizedExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the batch's longest example; labels -100 on prompt and padding."""
+    import torch
+
+    width = max(len(ex.ids) for ex in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    labels = torch.full((len(batch), width), -100, dtype=torch.long)
+    for row, ex in enumerate(batch):
+        n = len(ex.ids)
+        ids = torch.tensor(ex.ids, dtype=torch.long)
+        input_ids[row, :n] = ids
+        attention[row, :n] = 1
+        labels[row, ex.prompt_len:n] = ids[ex.prompt_len:]
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+class ClientSampler:
+    """Batches of one client's examples: seeded shuffles, one full pass before any repeat.
+
+    State carries across rounds, so a client returning in a later round picks
+    up where its last epoch stopped.
+    """
+
+    def __init__(self, indices: Sequence[int], *, seed: int, client: int) -> None:
+        if not indices:
+            raise ValueError(f"client {client} has no examples")
+        self._indices = np.asarray(indices, dtype=np.int64)
+        self._rng = np.random.default_rng([seed, 2, client])
+        self._queue: list[int] = []
+
+    def batch(self, size: int) -> list[int]:
+        out: list[int] = []
+        while len(out) < size:
+            if not self._queue:
+                self._queue = [int(i) for i in self._rng.permutation(self._indices)]
+            out.append(self._queue.pop())
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalResult:
+    """One client's local training: mean LM loss over its steps and tokens seen."""
+
+    loss: float
+    tokens: int
+    steps: int
+
+
+def _proximal(params: Mapping[str, torch.Tensor], anchor: Mapping[str, torch.Tensor],
+              mu: float) -> torch.Tensor:
+    return (mu / 2.0) * sum((p - anchor[n]).pow(2).sum() for n, p in params.items())  # type: ignore[return-value]
+
+
+def local_train(model: Any, params: Mapping[str, torch.nn.Parameter],
+                batches: Sequence[dict[str, torch.Tensor]], *, learning_rate: float,
+                fedprox_mu: float = 0.0, anchor: Mapping[str, torch.Tensor] | None = None,
+                cancel: threading.Event | None = None) -> LocalResult:
+    """Run one optimizer step per batch on ``params`` (the adapter), fresh AdamW state.
+
+    With ``fedprox_mu > 0`` the loss adds ``mu/2 * ||theta - anchor||^2`` (FedProx);
+    the reported loss is the language-model loss alone.
+    """
+    import torch
+
+    optimizer = torch.optim.AdamW(list(params.values()), lr=learning_rate, weight_decay=0.0)
+    model.train()
+    total_loss = 0.0
+    tokens = 0
+    for batch in batches:
+        if cancel is not None and cancel.is_set():
+            raise TrialCancelledError("cancelled during local training")
+        loss = model(**batch).loss
+        objective = loss
+        if fedprox_mu > 0 and anchor is not None:
+            objective = loss + _proximal(params, anchor, fedprox_mu)
+        optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        optimizer.step()
+        total_loss += float(loss.detach())
+        tokens += int(batch["attention_mask"].sum())
+    return LocalResult(loss=total_loss / max(len(batches), 1), tokens=tokens, steps=len(batches))
+
+
+def mean_loss(model: Any, examples: Sequence[TokenizedExample], *, pad_id: int,
+              batch_size: int = 8) -> float:
+    """Mean per-token body loss over ``examples`` (the held-out intermediate score)."""
+    import torch
+
+    model.eval()
+    total = 0.0
+    count = 0
+    with torch.no_grad():
+        for start in range(0, len(examples), batch_size):
+            batch = collate(examples[start:start + batch_size], pad_id)
+            n = int((batch["labels"][:, 1:] != -100).sum())
+            total += float(model(**batch).loss) * n
+            count += n
+    return total / max(count, 1)
