@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from optimizer.cli.verify import register_actions
 from optimizer.study.backends import BACKEND_KINDS, SyntheticBackend
 from optimizer.study.studyfile import StudyConfig, load_study_file
 from trainer.errors import ConfigError
@@ -86,7 +87,7 @@ def _run(args: argparse.Namespace, *, resume: bool) -> int:
     for o in outcomes:
         print(f"{o.study_name}: {o.n_complete} complete, {o.n_failed} failed, ended by {o.ended}")
     print()
-    print(answer_table(study_status(cfg)))
+    print(answer_table(study_status(cfg), epsilon=cfg.stop.epsilon))
     return 0
 
 
@@ -110,7 +111,7 @@ def _best(args: argparse.Namespace) -> int:
 
     cfg = _load(args)
     if not args.json:
-        print(answer_table(study_status(cfg)), end="")
+        print(answer_table(study_status(cfg), epsilon=cfg.stop.epsilon), end="")
         return 0
     labels = args.distribution or [d.label for d in cfg.distributions]
     out = {label: _jsonable(distribution_status(cfg, label)) for label in labels}
@@ -219,3 +220,4 @@ def register(subparsers: Any) -> None:
         if name == "report":
             p.add_argument("--out", metavar="DIR", help="output folder [runs/<name>-report]")
         p.set_defaults(func=func)
+    register_actions(sub, common=_common, load=_load)

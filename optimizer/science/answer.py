@@ -17,11 +17,13 @@ from typing import Any
 import numpy as np
 
 from optimizer.science import space as space_mod
+from optimizer.science.regions import Region, posterior_regions
 from optimizer.science.space import ParamSpec
 from optimizer.science.stoprule import StopDecision, stop_decision
 from optimizer.science.surrogate import Observation, Surrogate
 
-__all__ = ["Answer", "Observation", "Prediction", "StopDecision", "Surrogate", "compute_answer"]
+__all__ = ["Answer", "Observation", "Prediction", "Region", "StopDecision", "Surrogate",
+           "compute_answer"]
 
 Z95 = 1.959963984540054
 
@@ -35,6 +37,9 @@ class Prediction:
     sd: float
     lower: float = field(metadata={"help": "mean - 1.96 sd"})
     upper: float = field(metadata={"help": "mean + 1.96 sd"})
+    level_lower: float | None = field(default=None, metadata={
+        "help": "95% CI of the pass@k level at the optimum, with the between-problem SE"})
+    level_upper: float | None = field(default=None, metadata={"help": "see level_lower"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,26 +50,37 @@ class Answer:
     observed_best: Observation | None
     predicted: Prediction | None
     stop: StopDecision | None = None
+    argmax_region: Region | None = None  # holds 90% of the posterior of (s*, p*)
+    epsilon_region: Region | None = None  # P(within epsilon of the best) >= 0.9
+    noise_sd: float | None = None  # a trial's noise relative to the others (the GP's)
 
 
 def observed_best(observations: Sequence[Observation]) -> Observation | None:
     return max(observations, key=lambda o: o.value) if observations else None
 
 
-def predicted_optimum(surrogate: Surrogate, cands: Sequence[Mapping[str, Any]]) -> Prediction:
+def predicted_optimum(surrogate: Surrogate, cands: Sequence[Mapping[str, Any]], *,
+                      level_se: float = 0.0) -> Prediction:
+    """The argmax of the posterior mean. ``level_se`` (the between-problem SE that all
+    trials share) widens only the CI of the pass@k level, not the comparison."""
     mean, sd = surrogate.predict(cands)
     i = int(np.argmax(mean))
-    return Prediction(params=dict(cands[i]), mean=float(mean[i]), sd=float(sd[i]),
-                      lower=float(mean[i] - Z95 * sd[i]), upper=float(mean[i] + Z95 * sd[i]))
+    m, s = float(mean[i]), float(sd[i])
+    half = Z95 * math.sqrt(s * s + level_se * level_se)
+    return Prediction(params=dict(cands[i]), mean=m, sd=s, lower=m - Z95 * s, upper=m + Z95 * s,
+                      level_lower=m - half, level_upper=m + half)
 
 
 def compute_answer(space: Sequence[ParamSpec], observations: Sequence[Observation], *,
                    seed: int = 0, stop: Mapping[str, Any] | None = None,
-                   per_axis: int = 41) -> Answer:
+                   per_axis: int = 41, epsilon: float = 0.02, level_se: float = 0.0,
+                   regions: bool = True) -> Answer:
     """The full answer; the GP needs at least 3 complete trials (else only the observed best).
 
     ``stop`` holds the keyword arguments of ``stop_decision`` (min_trials, epsilon,
-    probability) to evaluate the stop rule too.
+    probability) to evaluate the stop rule too. ``regions`` adds the 90% argmax and
+    epsilon-optimal regions (``optimizer.science.regions``); ``level_se`` is the
+    between-problem SE added to the level CI only.
     """
     from threadpoolctl import threadpool_limits
 
@@ -73,15 +89,23 @@ def compute_answer(space: Sequence[ParamSpec], observations: Sequence[Observatio
         return Answer(n_complete=len(obs), observed_best=observed_best(obs), predicted=None)
     # Small dense algebra: BLAS threads only add contention (and the trainer wants the cores).
     with threadpool_limits(1):
-        return _answer(space, obs, seed=seed, stop=stop, per_axis=per_axis)
+        return _answer(space, obs, seed=seed, stop=stop, per_axis=per_axis, epsilon=epsilon,
+                       level_se=level_se, regions=regions)
 
 
 def _answer(space: Sequence[ParamSpec], obs: Sequence[Observation], *, seed: int,
-            stop: Mapping[str, Any] | None, per_axis: int) -> Answer:
+            stop: Mapping[str, Any] | None, per_axis: int, epsilon: float, level_se: float,
+            regions: bool) -> Answer:
     surrogate = Surrogate(space, obs, seed=seed)
     cands = space_mod.candidates(space, per_axis=per_axis, seed=seed)
     decision = None
     if stop is not None:
         decision = stop_decision(surrogate, cands, n_complete=len(obs), seed=seed, **stop)
+    argmax_region = epsilon_region = None
+    if regions:
+        argmax_region, epsilon_region = posterior_regions(surrogate, cands, epsilon=epsilon,
+                                                          seed=seed)
     return Answer(n_complete=len(obs), observed_best=observed_best(obs),
-                  predicted=predicted_optimum(surrogate, cands), stop=decision)
+                  predicted=predicted_optimum(surrogate, cands, level_se=level_se),
+                  stop=decision, argmax_region=argmax_region, epsilon_region=epsilon_region,
+                  noise_sd=float(np.median([o.stderr for o in obs])))

@@ -15,7 +15,8 @@ from typing import Any
 from google.protobuf.message import Message
 from optuna.trial import FrozenTrial
 
-from optimizer.science.answer import Answer, Observation, Prediction
+from optimizer.science.answer import Answer, Observation, Prediction, Region
+from optimizer.science.verification import Lift
 from optimizer.service.api import optimizer_pb2 as pb
 from optimizer.study.manager import DistributionStatus, StudyStatus
 from optimizer.study.studyfile import STORAGE_SCHEMES, StudyConfig, load_study_file, parse_study
@@ -151,18 +152,27 @@ def best_to_proto(study: str, dist: DistributionStatus) -> pb.BestAnswer:
     """The GetBest reply for one distribution's status (its ``answer`` may be None)."""
     msg = pb.BestAnswer(study=study, distribution=dist.label, study_name=dist.study_name,
                         exists=dist.exists, stopped=dist.stopped or "")
+    if dist.verification is not None:
+        msg.verification.CopyFrom(lift_to_proto(dist.verification))
     ans = dist.answer
     if ans is None:
         return msg
     msg.trials_used = ans.n_complete
+    if ans.noise_sd is not None:
+        msg.noise_sd = ans.noise_sd
     if ans.predicted is not None:
         pred = ans.predicted
         msg.predicted.CopyFrom(pb.Prediction(mean=pred.mean, sd=pred.sd, lower=pred.lower,
-                                             upper=pred.upper))
+                                             upper=pred.upper, level_lower=pred.level_lower,
+                                             level_upper=pred.level_upper))
         fill_params(msg.predicted.params, pred.params)
         for name in ("scaling_factor", "participation"):
             if isinstance(pred.params.get(name), numbers.Real):
                 setattr(msg, name, float(pred.params[name]))
+    for field_name, region in (("argmax_region", ans.argmax_region),
+                               ("epsilon_region", ans.epsilon_region)):
+        if region is not None:
+            getattr(msg, field_name).CopyFrom(region_to_proto(region))
     if ans.observed_best is not None:
         obs = ans.observed_best
         msg.observed_best.CopyFrom(pb.ObservedBest(number=obs.number, value=obs.value,
@@ -171,18 +181,58 @@ def best_to_proto(study: str, dist: DistributionStatus) -> pb.BestAnswer:
     return msg
 
 
+def region_to_proto(region: Region) -> pb.Region:
+    msg = pb.Region(mass=region.mass, n_points=region.n_points, description=region.describe())
+    for name, bounds in region.bounds.items():
+        if len(bounds) == 2 and all(isinstance(b, float) for b in bounds):
+            msg.ranges[name].CopyFrom(pb.Interval(low=bounds[0], high=bounds[1]))
+        else:
+            msg.choices[name].values.extend(param_to_proto(v) for v in bounds)
+    return msg
+
+
+def region_from_proto(msg: pb.Region) -> Region:
+    bounds: dict[str, tuple[Any, ...]] = {k: (v.low, v.high) for k, v in msg.ranges.items()}
+    bounds.update({k: tuple(param_from_proto(x) for x in v.values)
+                   for k, v in msg.choices.items()})
+    return Region(mass=msg.mass, bounds=bounds, n_points=msg.n_points)
+
+
+def lift_to_proto(lift: Lift) -> pb.Verification:
+    msg = pb.Verification(replicates=lift.replicates, lift=lift.mean, lift_lower=lift.lower,
+                          lift_upper=lift.upper, optimum_values=list(lift.optimum_values),
+                          baseline_values=list(lift.baseline_values))
+    fill_params(msg.optimum, lift.optimum)
+    fill_params(msg.baseline, lift.baseline)
+    return msg
+
+
+def lift_from_proto(msg: pb.Verification) -> Lift:
+    return Lift(optimum=params_from_proto(msg.optimum), baseline=params_from_proto(msg.baseline),
+                optimum_values=tuple(msg.optimum_values),
+                baseline_values=tuple(msg.baseline_values), mean=msg.lift,
+                lower=msg.lift_lower, upper=msg.lift_upper)
+
+
 def answer_from_proto(msg: pb.BestAnswer) -> Answer:
-    """The domain Answer inside a GetBest reply (without the stop decision)."""
+    """The domain Answer inside a GetBest reply (without the stop decision; the
+    verification is ``lift_from_proto(msg.verification)``)."""
     predicted = observed = None
     if _has(msg, "predicted"):
         p = msg.predicted
-        predicted = Prediction(params=params_from_proto(p.params), mean=p.mean, sd=p.sd,
-                               lower=p.lower, upper=p.upper)
+        predicted = Prediction(
+            params=params_from_proto(p.params), mean=p.mean, sd=p.sd, lower=p.lower,
+            upper=p.upper, level_lower=p.level_lower if p.HasField("level_lower") else None,
+            level_upper=p.level_upper if p.HasField("level_upper") else None)
     if _has(msg, "observed_best"):
         o = msg.observed_best
         observed = Observation(number=o.number, params=params_from_proto(o.params), value=o.value,
                                stderr=o.stderr)
-    return Answer(n_complete=msg.trials_used, observed_best=observed, predicted=predicted)
+    regions = [region_from_proto(getattr(msg, name)) if _has(msg, name) else None
+               for name in ("argmax_region", "epsilon_region")]
+    return Answer(n_complete=msg.trials_used, observed_best=observed, predicted=predicted,
+                  argmax_region=regions[0], epsilon_region=regions[1],
+                  noise_sd=msg.noise_sd if msg.HasField("noise_sd") else None)
 
 
 def _has(msg: Message, name: str) -> bool:

@@ -47,6 +47,8 @@ class BackendResult:
     stderr: float
     n: int
     problems: tuple[str, ...]
+    k: int = 10
+    correct: tuple[int, ...] = ()  # passing samples per problem, aligned with problems
     record: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -115,14 +117,15 @@ class SyntheticBackend:
             if on_round is not None:
                 partial = dataclasses.replace(land, lift=land.lift * r / rounds)
                 value, _, _ = simulate(partial, s, p, n=n, k=k, n_problems=len(ids),
-                                       problem_seed=seed, rng=rng)
+                                       problem_seed=0, rng=rng, crn_seed=seed)
                 on_round(r, value)
         value, se, correct = simulate(land, s, p, n=n, k=k, n_problems=len(ids),
-                                      problem_seed=seed, rng=rng)
+                                      problem_seed=0, rng=rng, crn_seed=seed)
         record = {"backend": "synthetic", "rounds": rounds, "correct": correct,
                   "seconds": time.monotonic() - started,
                   "true_optimum": [land.optimum_s, land.optimum_p]}
-        return BackendResult(pass_at_k=value, stderr=se, n=n, problems=ids, record=record)
+        return BackendResult(pass_at_k=value, stderr=se, n=n, problems=ids, k=k,
+                             correct=tuple(correct), record=record)
 
 
 class InProcessBackend:
@@ -145,7 +148,8 @@ class InProcessBackend:
 
         result = self._fn(spec, on_event=on_event, cancel=cancel)
         return BackendResult(pass_at_k=result.pass_at_k, stderr=result.stderr, n=result.n,
-                             problems=tuple(result.problems), record=dict(result.record))
+                             problems=tuple(result.problems), k=result.k,
+                             correct=tuple(result.correct), record=dict(result.record))
 
 
 class GrpcBackend:
@@ -200,7 +204,8 @@ class GrpcBackend:
             except Exception as exc:  # every failure maps to one runner outcome
                 raise _backend_error(self.name, exc) from exc
         return BackendResult(pass_at_k=result.pass_at_k, stderr=result.stderr, n=result.n,
-                             problems=tuple(result.problems), record=dict(result.record))
+                             problems=tuple(result.problems), k=result.k,
+                             correct=tuple(result.correct), record=dict(result.record))
 
     def close(self) -> None:
         """Close the channel to the worker."""

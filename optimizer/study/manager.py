@@ -16,11 +16,12 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from optimizer.science import answer as answer_mod
+from optimizer.science.verification import Lift
 from optimizer.study import storage as store
 from optimizer.study.backends import SyntheticBackend, TrialBackend, make_backends
 from optimizer.study.runner import RunOutcome, StudyRunner, trial_summary
-from optimizer.study.storage import observations
 from optimizer.study.studyfile import StudyConfig
+from optimizer.study.verify import stored_lift
 from trainer.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class DistributionStatus:
     n_trials: int = 0
     stopped: str | None = None  # the stop-rule reason, once met
     answer: answer_mod.Answer | None = None
+    verification: Lift | None = None  # `scalefed study verify`: lift over FedAvg
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,10 +94,11 @@ def distribution_status(cfg: StudyConfig, label: str, *, with_answer: bool = Tru
     trials = study.get_trials(deepcopy=False)
     ans = None
     if with_answer:
-        ans = answer_mod.compute_answer(cfg.space, observations(trials), seed=cfg.seed)
+        ans = store.study_answer(cfg, trials)
     return DistributionStatus(study_name=name, label=label, exists=True,
                               states=trial_summary(trials), n_trials=cfg.n_trials,
-                              stopped=study.user_attrs.get(store.STOPPED_ATTR), answer=ans)
+                              stopped=study.user_attrs.get(store.STOPPED_ATTR), answer=ans,
+                              verification=stored_lift(study.user_attrs))
 
 
 def study_status(cfg: StudyConfig, *, with_answer: bool = True) -> StudyStatus:

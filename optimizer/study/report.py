@@ -28,28 +28,39 @@ def _fmt_params(params: Mapping[str, Any] | None) -> tuple[str, str, str]:
     return s, p, rest
 
 
-def answer_table(status: StudyStatus) -> str:
-    """One markdown row per distribution: predicted optimum with its 95% interval, observed best."""
-    head = ("| distribution | scaling factor s* | participation p* | predicted pass@10 [95% CI] "
-            "| observed best (s, p): pass@10 +/- SE | trials | state |\n"
-            "|---|---|---|---|---|---|---|\n")
-    rows = []
-    for d in status.distributions:
-        ans = d.answer
-        pred = ans.predicted if ans else None
-        obs = ans.observed_best if ans else None
-        s, p, rest = _fmt_params(pred.params if pred else None)
-        if rest:
-            p += f" ({rest})"
-        ci = f"{pred.mean:.3f} [{pred.lower:.3f}, {pred.upper:.3f}]" if pred else "-"
-        o = "-"
-        if obs is not None:
-            os_, op, _ = _fmt_params(obs.params)
-            o = f"({os_}, {op}): {obs.value:.3f} +/- {obs.stderr:.3f}"
-        state = "stopped by rule" if d.stopped else ("not started" if not d.exists else "")
-        done = d.states.get("COMPLETE", 0)
-        rows.append(f"| {d.label} | {s} | {p} | {ci} | {o} | {done}/{d.n_trials} | {state} |")
-    return head + "\n".join(rows) + "\n"
+def answer_table(status: StudyStatus, *, epsilon: float = 0.02) -> str:
+    """One markdown row per distribution: the optimum, where it lies (90% region of the
+    argmax, and the epsilon-optimal region), the observed best and the verified lift."""
+    head = ("| distribution | s* | p* | pass@10 at s*, p* [95% CI] | 90% region of (s*, p*) "
+            f"| within {epsilon:g} of the best (P >= 0.9) | observed best (s, p): pass@10 "
+            "+/- noise | lift over FedAvg [95% CI] | trials | state |\n"
+            "|---|---|---|---|---|---|---|---|---|---|\n")
+    return head + "\n".join(_answer_row(d) for d in status.distributions) + "\n"
+
+
+def _answer_row(d: DistributionStatus) -> str:
+    ans = d.answer
+    pred = ans.predicted if ans else None
+    obs = ans.observed_best if ans else None
+    s, p, rest = _fmt_params(pred.params if pred else None)
+    if rest:
+        p += f" ({rest})"
+    ci = "-"
+    if pred is not None:
+        lo, hi = (pred.level_lower, pred.level_upper) if pred.level_lower is not None \
+            else (pred.lower, pred.upper)
+        ci = f"{pred.mean:.3f} [{lo:.3f}, {hi:.3f}]"
+    regions = [r.describe() if r is not None else "-"
+               for r in ((ans.argmax_region, ans.epsilon_region) if ans else (None, None))]
+    o = "-"
+    if obs is not None:
+        os_, op, _ = _fmt_params(obs.params)
+        o = f"({os_}, {op}): {obs.value:.3f} +/- {obs.stderr:.3f}"
+    lift = d.verification.describe() if d.verification is not None else "not verified"
+    state = "stopped by rule" if d.stopped else ("not started" if not d.exists else "")
+    done = d.states.get("COMPLETE", 0)
+    return (f"| {d.label} | {s} | {p} | {ci} | {regions[0]} | {regions[1]} | {o} | {lift} "
+            f"| {done}/{d.n_trials} | {state} |")
 
 
 def _axis_slice(cfg: StudyConfig, pred: answer_mod.Prediction, n: int = 120
@@ -151,7 +162,7 @@ def write_report(cfg: StudyConfig, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     status = study_status(cfg)
-    table = answer_table(status)
+    table = answer_table(status, epsilon=cfg.stop.epsilon)
     (out / "answer.md").write_text(f"# {cfg.name}\n\n{table}", encoding="utf-8")
     histories: dict[str, list[FrozenTrial]] = {}
     images = []

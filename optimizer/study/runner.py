@@ -32,11 +32,10 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from optimizer.science import answer as answer_mod
 from optimizer.science.space import to_distributions
 from optimizer.study import lease as lease_mod
 from optimizer.study.backends import BackendResult, TrialBackend
-from optimizer.study.storage import STOPPED_ATTR, create_or_load, observations
+from optimizer.study.storage import STOPPED_ATTR, create_or_load, observations, study_answer
 from optimizer.study.studyfile import DistributionSpec, StudyConfig
 from trainer.errors import ConfigError, TrialCancelledError
 
@@ -231,8 +230,11 @@ class StudyRunner:
         try:
             # Two writes, not one per field: every attribute write is a committed transaction.
             trial.set_user_attr("stderr", result.stderr)
-            trial.set_user_attr("result", {"n": result.n, "n_problems": len(result.problems),
+            # Per-problem counts feed the study's noise model (optimizer.science.noise).
+            trial.set_user_attr("result", {"n": result.n, "k": result.k,
+                                           "n_problems": len(result.problems),
                                            "problems_head": list(result.problems[:3]),
+                                           "correct": list(result.correct),
                                            "backend": backend.name, "seconds": round(seconds, 3)})
             if result.record:
                 # The full run record (every parameter, per-round metrics, timings, versions)
@@ -266,13 +268,12 @@ class StudyRunner:
 
     def _check_stop_rule(self) -> None:
         rule = self.cfg.stop
-        obs = observations(self.study.get_trials(deepcopy=False))
-        if not rule.enabled or len(obs) < rule.min_trials:
+        trials = self.study.get_trials(deepcopy=False)
+        if not rule.enabled or len(observations(trials)) < rule.min_trials:
             return
-        ans = answer_mod.compute_answer(
-            self.cfg.space, obs, seed=self.cfg.seed,
-            stop={"min_trials": rule.min_trials, "epsilon": rule.epsilon,
-                  "probability": rule.probability})
+        ans = study_answer(self.cfg, trials, regions=False,
+                           stop={"min_trials": rule.min_trials, "epsilon": rule.epsilon,
+                                 "probability": rule.probability})
         if ans.stop is not None and ans.stop.stop:
             log.info("%s: stop rule met: %s", self.study.study_name, ans.stop.reason)
             self.study.set_user_attr(STOPPED_ATTR, ans.stop.reason)

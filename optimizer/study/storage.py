@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from optimizer.science import space as space_mod
+from optimizer.science.answer import Answer, compute_answer
+from optimizer.science.noise import NoiseEstimate, estimate_noise, per_problem_scores
 from optimizer.science.surrogate import Observation
 from optimizer.study.studyfile import DistributionSpec, StudyConfig
 from trainer.errors import ConfigError
@@ -56,18 +59,23 @@ def open_storage(url: str) -> RDBStorage:
 
 
 def make_sampler(cfg: StudyConfig, index: int) -> optuna.samplers.BaseSampler:
-    """GPSampler, seeded per distribution.
+    """The study's sampler, seeded per distribution.
 
-    ``n_startup_trials`` matches the size of the Sobol design that ``create_or_load``
-    enqueues; the GP starts once that many trials are complete (until then, extra
-    parallel asks fall back to uniform random sampling).
+    ``surrogate`` (the default): expected improvement on the answer's own GP and noise
+    model (``optimizer.study.sampler``). ``optuna-gp``: Optuna's GPSampler, which fits
+    one noise level of its own (kept to compare the two). Both start once
+    ``n_startup_trials`` trials (the enqueued start-up design) are complete.
     """
-    return optuna.samplers.GPSampler(
-        seed=cfg.seed + 1000 * index,
-        n_startup_trials=cfg.sampler.n_startup_trials,
-        deterministic_objective=False,  # pass@k is noisy: let the GP fit a noise variance
-        warn_independent_sampling=False,
-    )
+    seed = cfg.seed + 1000 * index
+    if cfg.sampler.kind == "optuna-gp":
+        return optuna.samplers.GPSampler(
+            seed=seed, n_startup_trials=cfg.sampler.n_startup_trials,
+            deterministic_objective=False,  # pass@k is noisy: let the GP fit a noise variance
+            warn_independent_sampling=False)
+    from optimizer.study.sampler import SurrogateSampler
+
+    return SurrogateSampler(space=cfg.space, n_startup_trials=cfg.sampler.n_startup_trials,
+                            seed=seed, observations=observations)
 
 
 def fingerprint(cfg: StudyConfig, dist: DistributionSpec) -> dict[str, Any]:
@@ -132,7 +140,46 @@ def existing_studies(cfg: StudyConfig, storage: RDBStorage) -> list[Distribution
 
 
 def observations(trials: Sequence[FrozenTrial]) -> list[Observation]:
-    """The complete trials as the science sees them (value and its standard error)."""
+    """The complete trials as the science sees them: value, and the noise of that value
+    relative to the study's other trials (``study_noise``); a trial without per-problem
+    counts keeps its own standard error."""
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    noise = study_noise(done)
     return [Observation(number=t.number, params=t.params, value=float(t.value),
-                                   stderr=float(t.user_attrs.get("stderr", 0.0)))
-            for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+                        stderr=noise.trial_sd if noise is not None and _counts(t) is not None
+                        else float(t.user_attrs.get("stderr", 0.0)))
+            for t in done if t.value is not None]
+
+
+def _counts(trial: FrozenTrial) -> tuple[int, int, tuple[int, ...]] | None:
+    result = trial.user_attrs.get("result") or {}
+    correct = result.get("correct")
+    if not correct or "k" not in result:
+        return None
+    return int(result["n"]), int(result["k"]), tuple(int(c) for c in correct)
+
+
+def study_noise(trials: Sequence[FrozenTrial]) -> NoiseEstimate | None:
+    """The noise model fitted on the complete trials' per-problem counts (None when fewer
+    than two trials carry them). Trials scored on another (n, k, problem count) than the
+    most common one are left out of the fit."""
+    rows = [c for c in (_counts(t) for t in trials if t.state == TrialState.COMPLETE)
+            if c is not None]
+    if not rows:
+        return None
+    shapes = Counter((n, k, len(c)) for n, k, c in rows)
+    (n, k, size), _ = shapes.most_common(1)[0]
+    same = [c for rn, rk, c in rows if (rn, rk, len(c)) == (n, k, size)]
+    if len(same) < 2 or size < 2:
+        return None
+    return estimate_noise(per_problem_scores(same, n=n, k=k))
+
+
+def study_answer(cfg: StudyConfig, trials: Sequence[FrozenTrial], *,
+                 stop: dict[str, Any] | None = None, regions: bool = True) -> Answer:
+    """The science's answer over a study's stored trials, with its noise model: the
+    GP sees each trial's noise relative to the others, the level CI the shared part."""
+    noise = study_noise(trials)
+    return compute_answer(cfg.space, observations(trials), seed=cfg.seed, stop=stop,
+                          epsilon=cfg.stop.epsilon, regions=regions,
+                          level_se=noise.between_problem_se if noise is not None else 0.0)

@@ -21,6 +21,7 @@ from trainer.errors import ConfigError
 from trainer.helptext import meta
 
 DISTRIBUTION_KINDS: tuple[str, ...] = ("iid", "dirichlet", "natural")
+SAMPLER_KINDS: tuple[str, ...] = ("surrogate", "optuna-gp")
 STORAGE_SCHEMES: tuple[str, ...] = ("sqlite:///", "postgresql://", "postgresql+psycopg2://")
 # Set per study by the distribution list and the seed policy, never by the profile.
 _RESERVED_PROFILE_KEYS = frozenset({"distribution", "alpha"})
@@ -63,9 +64,16 @@ class TrainerConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class SamplerConfig:
-    """GPSampler settings."""
+    """How trials are proposed."""
 
     n_startup_trials: int = field(default=6, metadata=meta("space-filling (QMC) trials before the GP"))
+    kind: str = field(default="surrogate", metadata=meta(
+        "surrogate (expected improvement on the answer's GP) or optuna-gp (Optuna's GPSampler)"))
+
+    def __post_init__(self) -> None:
+        if self.kind not in SAMPLER_KINDS:
+            raise ConfigError("sampler.kind", f"unknown sampler {self.kind!r}",
+                              accepted=", ".join(SAMPLER_KINDS))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -171,7 +171,7 @@ class Trial(_message.Message):
     def __init__(self, number: _Optional[int] = ..., state: _Optional[str] = ..., params: _Optional[_Mapping[str, ParamValue]] = ..., value: _Optional[float] = ..., stderr: _Optional[float] = ..., intermediate: _Optional[_Mapping[int, float]] = ..., fail_reason: _Optional[str] = ...) -> None: ...
 
 class Prediction(_message.Message):
-    __slots__ = ("params", "mean", "sd", "lower", "upper")
+    __slots__ = ("params", "mean", "sd", "lower", "upper", "level_lower", "level_upper")
     class ParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -184,12 +184,92 @@ class Prediction(_message.Message):
     SD_FIELD_NUMBER: _ClassVar[int]
     LOWER_FIELD_NUMBER: _ClassVar[int]
     UPPER_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_LOWER_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_UPPER_FIELD_NUMBER: _ClassVar[int]
     params: _containers.MessageMap[str, ParamValue]
     mean: float
     sd: float
     lower: float
     upper: float
-    def __init__(self, params: _Optional[_Mapping[str, ParamValue]] = ..., mean: _Optional[float] = ..., sd: _Optional[float] = ..., lower: _Optional[float] = ..., upper: _Optional[float] = ...) -> None: ...
+    level_lower: float
+    level_upper: float
+    def __init__(self, params: _Optional[_Mapping[str, ParamValue]] = ..., mean: _Optional[float] = ..., sd: _Optional[float] = ..., lower: _Optional[float] = ..., upper: _Optional[float] = ..., level_lower: _Optional[float] = ..., level_upper: _Optional[float] = ...) -> None: ...
+
+class Interval(_message.Message):
+    __slots__ = ("low", "high")
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    low: float
+    high: float
+    def __init__(self, low: _Optional[float] = ..., high: _Optional[float] = ...) -> None: ...
+
+class ChoiceList(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedCompositeFieldContainer[ParamValue]
+    def __init__(self, values: _Optional[_Iterable[_Union[ParamValue, _Mapping]]] = ...) -> None: ...
+
+class Region(_message.Message):
+    __slots__ = ("mass", "n_points", "ranges", "choices", "description")
+    class RangesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Interval
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Interval, _Mapping]] = ...) -> None: ...
+    class ChoicesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ChoiceList
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ChoiceList, _Mapping]] = ...) -> None: ...
+    MASS_FIELD_NUMBER: _ClassVar[int]
+    N_POINTS_FIELD_NUMBER: _ClassVar[int]
+    RANGES_FIELD_NUMBER: _ClassVar[int]
+    CHOICES_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    mass: float
+    n_points: int
+    ranges: _containers.MessageMap[str, Interval]
+    choices: _containers.MessageMap[str, ChoiceList]
+    description: str
+    def __init__(self, mass: _Optional[float] = ..., n_points: _Optional[int] = ..., ranges: _Optional[_Mapping[str, Interval]] = ..., choices: _Optional[_Mapping[str, ChoiceList]] = ..., description: _Optional[str] = ...) -> None: ...
+
+class Verification(_message.Message):
+    __slots__ = ("replicates", "lift", "lift_lower", "lift_upper", "optimum", "baseline", "optimum_values", "baseline_values")
+    class OptimumEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ParamValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ParamValue, _Mapping]] = ...) -> None: ...
+    class BaselineEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ParamValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ParamValue, _Mapping]] = ...) -> None: ...
+    REPLICATES_FIELD_NUMBER: _ClassVar[int]
+    LIFT_FIELD_NUMBER: _ClassVar[int]
+    LIFT_LOWER_FIELD_NUMBER: _ClassVar[int]
+    LIFT_UPPER_FIELD_NUMBER: _ClassVar[int]
+    OPTIMUM_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    OPTIMUM_VALUES_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_VALUES_FIELD_NUMBER: _ClassVar[int]
+    replicates: int
+    lift: float
+    lift_lower: float
+    lift_upper: float
+    optimum: _containers.MessageMap[str, ParamValue]
+    baseline: _containers.MessageMap[str, ParamValue]
+    optimum_values: _containers.RepeatedScalarFieldContainer[float]
+    baseline_values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, replicates: _Optional[int] = ..., lift: _Optional[float] = ..., lift_lower: _Optional[float] = ..., lift_upper: _Optional[float] = ..., optimum: _Optional[_Mapping[str, ParamValue]] = ..., baseline: _Optional[_Mapping[str, ParamValue]] = ..., optimum_values: _Optional[_Iterable[float]] = ..., baseline_values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ObservedBest(_message.Message):
     __slots__ = ("number", "params", "value", "stderr")
@@ -211,7 +291,7 @@ class ObservedBest(_message.Message):
     def __init__(self, number: _Optional[int] = ..., params: _Optional[_Mapping[str, ParamValue]] = ..., value: _Optional[float] = ..., stderr: _Optional[float] = ...) -> None: ...
 
 class BestAnswer(_message.Message):
-    __slots__ = ("study", "distribution", "study_name", "exists", "trials_used", "scaling_factor", "participation", "predicted", "observed_best", "stopped")
+    __slots__ = ("study", "distribution", "study_name", "exists", "trials_used", "scaling_factor", "participation", "predicted", "observed_best", "stopped", "argmax_region", "epsilon_region", "noise_sd", "verification")
     STUDY_FIELD_NUMBER: _ClassVar[int]
     DISTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     STUDY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -222,6 +302,10 @@ class BestAnswer(_message.Message):
     PREDICTED_FIELD_NUMBER: _ClassVar[int]
     OBSERVED_BEST_FIELD_NUMBER: _ClassVar[int]
     STOPPED_FIELD_NUMBER: _ClassVar[int]
+    ARGMAX_REGION_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_REGION_FIELD_NUMBER: _ClassVar[int]
+    NOISE_SD_FIELD_NUMBER: _ClassVar[int]
+    VERIFICATION_FIELD_NUMBER: _ClassVar[int]
     study: str
     distribution: str
     study_name: str
@@ -232,4 +316,8 @@ class BestAnswer(_message.Message):
     predicted: Prediction
     observed_best: ObservedBest
     stopped: str
-    def __init__(self, study: _Optional[str] = ..., distribution: _Optional[str] = ..., study_name: _Optional[str] = ..., exists: _Optional[bool] = ..., trials_used: _Optional[int] = ..., scaling_factor: _Optional[float] = ..., participation: _Optional[float] = ..., predicted: _Optional[_Union[Prediction, _Mapping]] = ..., observed_best: _Optional[_Union[ObservedBest, _Mapping]] = ..., stopped: _Optional[str] = ...) -> None: ...
+    argmax_region: Region
+    epsilon_region: Region
+    noise_sd: float
+    verification: Verification
+    def __init__(self, study: _Optional[str] = ..., distribution: _Optional[str] = ..., study_name: _Optional[str] = ..., exists: _Optional[bool] = ..., trials_used: _Optional[int] = ..., scaling_factor: _Optional[float] = ..., participation: _Optional[float] = ..., predicted: _Optional[_Union[Prediction, _Mapping]] = ..., observed_best: _Optional[_Union[ObservedBest, _Mapping]] = ..., stopped: _Optional[str] = ..., argmax_region: _Optional[_Union[Region, _Mapping]] = ..., epsilon_region: _Optional[_Union[Region, _Mapping]] = ..., noise_sd: _Optional[float] = ..., verification: _Optional[_Union[Verification, _Mapping]] = ...) -> None: ...

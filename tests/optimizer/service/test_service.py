@@ -25,6 +25,7 @@ from optimizer.service.errors import StudyNotFoundError, StudyRunningError
 from optimizer.service.server import OptimizerServer, OptimizerServerConfig, create_server
 from optimizer.study.backends import SyntheticBackend
 from optimizer.study.manager import StudyManager, backends_for
+from optimizer.study.storage import study_noise
 from optimizer.study.studyfile import StudyConfig
 from trainer.errors import ConfigError
 from trainer.service.status import FIELD_KEY, AuthenticationError
@@ -140,7 +141,12 @@ def test_get_best_over_grpc_matches_the_manager_and_storage(
         best = max(trials, key=lambda t: float(t.value or 0.0))
         assert reply.observed_best.number == best.number
         assert reply.observed_best.value == best.value
-        assert reply.observed_best.stderr == best.user_attrs["stderr"]
+        # The +/- is the study's noise model (trial vs trial), not the SE over problems,
+        # which is mostly the between-problem spread that every trial shares.
+        noise = study_noise(trials)
+        assert noise is not None and reply.noise_sd == reply.observed_best.stderr
+        assert reply.observed_best.stderr == pytest.approx(noise.trial_sd)
+        assert reply.observed_best.stderr < best.user_attrs["stderr"]
         assert convert.params_from_proto(reply.observed_best.params) == best.params
 
 

@@ -1,0 +1,99 @@
+"""The answer's life cycle on the synthetic trainer: the stop rule ends a study early,
+verification measures the lift over FedAvg and survives a resume, calibration says
+whether a profile can resolve anything, and GetBest carries all of it over gRPC."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from optimizer.science.synthetic import Landscape
+from optimizer.service import convert
+from optimizer.service.client import OptimizerClient
+from optimizer.service.server import OptimizerServerConfig, create_server
+from optimizer.study.backends import BackendResult, RoundCallback, SyntheticBackend
+from optimizer.study.manager import StudyManager, distribution_status, run_study
+from optimizer.study.verify import calibrate, verify
+from tests.optimizer.conftest import small_study
+
+
+class CountingBackend(SyntheticBackend):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.calls: list[Mapping[str, Any]] = []
+
+    def run(self, params: Mapping[str, Any], *, on_round: RoundCallback | None = None,
+            cancel: threading.Event | None = None) -> BackendResult:
+        self.calls.append(dict(params))
+        return super().run(params, on_round=on_round, cancel=cancel)
+
+
+def _study(tmp_path: Path, *, n_trials: int, stop: bool = True):  # type: ignore[no-untyped-def]
+    return small_study(storage=f"sqlite:///{tmp_path / 'a.db'}", n_trials=n_trials, stop=stop,
+                       startup=5, problems="164")
+
+
+def test_the_stop_rule_ends_a_study_before_its_budget(tmp_path: Path) -> None:
+    cfg = _study(tmp_path, n_trials=40)
+    backend = SyntheticBackend(landscapes={"iid": Landscape(optimum_s=2.0, optimum_p=0.3)})
+    [outcome] = run_study(cfg, [backend], resume=False)
+    assert outcome.ended == "stop rule"
+    assert cfg.stop.min_trials <= outcome.n_complete < 40
+    status = distribution_status(cfg, "iid")
+    assert status.stopped and status.answer is not None and status.answer.argmax_region
+
+
+def test_verify_stores_a_paired_lift_and_resumes_where_it_stopped(tmp_path: Path) -> None:
+    cfg = _study(tmp_path, n_trials=8, stop=False)
+    land = {"iid": Landscape(optimum_s=3.0, optimum_p=0.3)}
+    run_study(cfg, [SyntheticBackend(landscapes=land)], resume=False)
+    dist = cfg.distributions[0]
+    backend = CountingBackend(landscapes=land)
+    lift = verify(cfg, dist, backend, replicates=2)
+    assert len(backend.calls) == 4 and lift.replicates == 2
+    optimum, baseline = backend.calls[0], backend.calls[1]
+    assert baseline["scaling_factor"] == 1.0
+    assert baseline["participation"] == optimum["participation"]
+    # Both arms of a replicate share a fresh seed pair, unlike the study's trials.
+    assert optimum["seed"] == baseline["seed"] != cfg.seed
+    assert backend.calls[2]["seed"] not in (optimum["seed"], cfg.seed)
+    assert lift.lower <= lift.mean <= lift.upper
+    assert lift.mean > 0  # s* = 3 is far from FedAvg on this landscape
+    # A later, larger verification reuses the stored pairs: only the new one runs.
+    more = verify(cfg, dist, backend, replicates=3)
+    assert len(backend.calls) == 6 and more.replicates == 3
+    assert more.optimum_values[:2] == lift.optimum_values
+    shown = distribution_status(cfg, "iid").verification
+    assert shown is not None and shown.replicates == 3 and shown.mean == more.mean
+
+
+def test_calibration_reports_noise_effects_and_an_honest_verdict(tmp_path: Path) -> None:
+    cfg = _study(tmp_path, n_trials=8)
+    dist = cfg.distributions[0]
+    peaked = calibrate(cfg, dist, SyntheticBackend(landscapes={
+        "iid": Landscape(optimum_s=1.0, optimum_p=0.55, lift=3.0)}), replicates=4)
+    flat = calibrate(cfg, dist, SyntheticBackend(landscapes={
+        "iid": Landscape(optimum_s=1.0, optimum_p=0.55, lift=0.0)}), replicates=4)
+    assert peaked.noise_sd > 0 and len(peaked.spread) == 5  # the centre and 4 corners
+    assert peaked.snr > 3 > flat.snr
+    assert "cannot separate" in flat.verdict() and "cannot" not in peaked.verdict()
+
+
+def test_get_best_carries_regions_noise_and_verification_over_grpc(tmp_path: Path) -> None:
+    cfg = _study(tmp_path, n_trials=6, stop=False)
+    land = {"iid": Landscape(optimum_s=2.5, optimum_p=0.3)}
+    run_study(cfg, [SyntheticBackend(landscapes=land)], resume=False)
+    verify(cfg, cfg.distributions[0], SyntheticBackend(landscapes=land), replicates=2)
+    manager = StudyManager(backend_factory=lambda c: [SyntheticBackend(landscapes=land)])
+    server = create_server(OptimizerServerConfig(port=0, backend="synthetic"), manager=manager,
+                           studies=[cfg])
+    with server, OptimizerClient(server.address) as client:
+        reply = client.get_best(cfg.name, "iid")
+    local = distribution_status(cfg, "iid")
+    assert local.answer is not None and local.verification is not None
+    assert convert.answer_from_proto(reply) == local.answer
+    assert convert.lift_from_proto(reply.verification) == local.verification
+    assert reply.argmax_region.description == local.answer.argmax_region.describe()  # type: ignore[union-attr]
+    assert reply.HasField("noise_sd") and reply.predicted.HasField("level_lower")
