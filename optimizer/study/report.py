@@ -86,6 +86,20 @@ def _save(fig: Any, ax: Any, path: Path, *, xlabel: str, title: str) -> Path:
     return path
 
 
+def _log_s_axis(ax: Any) -> None:
+    """A log x axis labelled with plain numbers at 1-2-5 steps (matplotlib's default minor
+    labels overlap on a short log axis)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
+
+    ax.set_xscale("log")
+    lo, hi = ax.get_xlim()
+    ticks = [t for t in (0.05, 0.1, 0.2, 0.25, 0.5, 1, 2, 4, 5, 10) if lo <= t <= hi]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def plot_factor(cfg: StudyConfig, d: DistributionStatus, trials: Sequence[FrozenTrial],
                 path: Path) -> Path:
     """pass@10 against the scaling factor: trials (coloured by participation) and the GP slice
@@ -101,7 +115,7 @@ def plot_factor(cfg: StudyConfig, d: DistributionStatus, trials: Sequence[Frozen
         xs = [t.params["scaling_factor"] for t in done]
         ys = [float(t.value or 0.0) for t in done]
         cs = [t.params.get("participation", 0.5) for t in done]
-        se = [float(t.user_attrs.get("stderr", 0.0)) for t in done]
+        se = [o.stderr for o in observations(done)]  # the study's trial-vs-trial noise
         ax.errorbar(xs, ys, yerr=se, fmt="none", ecolor="0.7", zorder=1)
         sc = ax.scatter(xs, ys, c=cs, cmap="viridis", vmin=0, vmax=1, zorder=2, label="trials")
         fig.colorbar(sc, ax=ax, label="participation")
@@ -115,17 +129,58 @@ def plot_factor(cfg: StudyConfig, d: DistributionStatus, trials: Sequence[Frozen
         ax.fill_between(x, mean - answer_mod.Z95 * sd, mean + answer_mod.Z95 * sd, color="C3",
                         alpha=0.15, label="95% credible band")
         ax.axvline(pred.params["scaling_factor"], color="C3", ls="--", lw=1)
-    ax.set_xscale("log")
-    # Plain numbers at 1-2-5 steps; matplotlib's default minor labels overlap on a short log axis.
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
-
-    lo, hi = ax.get_xlim()
-    ticks = [t for t in (0.05, 0.1, 0.2, 0.25, 0.5, 1, 2, 4, 5, 10) if lo <= t <= hi]
-    ax.xaxis.set_major_locator(FixedLocator(ticks))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.xaxis.set_minor_formatter(NullFormatter())
+        region = d.answer.argmax_region if d.answer else None
+        if region is not None and region.n_points and "scaling_factor" in region.bounds:
+            lo_s, hi_s = region.bounds["scaling_factor"]
+            ax.axvspan(lo_s, hi_s, color="C1", alpha=0.12, label="90% region of s*")
+    _log_s_axis(ax)
     return _save(fig, ax, path, xlabel="server scaling factor s", title=f"{cfg.name} / {d.label}")
+
+
+def plot_map(cfg: StudyConfig, d: DistributionStatus, trials: Sequence[FrozenTrial],
+             path: Path) -> Path:
+    """The (s, p) plane: trials coloured by pass@10, the predicted optimum, the 90% region
+    of the argmax and the epsilon-optimal region as boxes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    if done:
+        sc = ax.scatter([t.params["scaling_factor"] for t in done],
+                        [t.params["participation"] for t in done],
+                        c=[float(t.value or 0.0) for t in done], cmap="magma", zorder=3,
+                        edgecolors="k", label="trials")
+        fig.colorbar(sc, ax=ax, label="pass@10")
+    ans = d.answer
+    boxes = ((ans.argmax_region, "C0", "90% region of (s*, p*)"),
+             (ans.epsilon_region, "C2", f"within {cfg.stop.epsilon:g} of the best (P >= 0.9)")
+             ) if ans else ()
+    for region, color, label in boxes:
+        if region is None or not region.n_points:
+            continue
+        (s0, s1), (p0, p1) = region.bounds["scaling_factor"], region.bounds["participation"]
+        ax.add_patch(Rectangle((s0, p0), s1 - s0, p1 - p0, fill=False, ec=color, lw=2,
+                               label=label, zorder=2))
+    if ans is not None and ans.predicted is not None:
+        ax.scatter([ans.predicted.params["scaling_factor"]], [ans.predicted.params["participation"]],
+                   marker="*", s=220, color="C3", zorder=4, label="predicted optimum")
+    sf = next(p for p in cfg.space if p.name == "scaling_factor")
+    ax.set_xlim(sf.low, sf.high)
+    if sf.log:
+        _log_s_axis(ax)
+    ax.set_ylim(0.0, 1.05)
+    ax.set_ylabel("participation p")
+    ax.legend(loc="best", fontsize=7)
+    ax.set_xlabel("server scaling factor s")
+    ax.set_title(f"{cfg.name} / {d.label}: where the optimum is")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def plot_history(cfg: StudyConfig, histories: Mapping[str, Sequence[FrozenTrial]],
@@ -172,6 +227,8 @@ def write_report(cfg: StudyConfig, out_dir: str | Path) -> Path:
         trials = completed_trials(cfg, d.label)
         histories[d.label] = trials
         images.append(plot_factor(cfg, d, trials, out / f"factor-{d.label}.png"))
+        if {"scaling_factor", "participation"} <= {p.name for p in cfg.space}:
+            images.append(plot_map(cfg, d, trials, out / f"map-{d.label}.png"))
     images.append(plot_history(cfg, histories, out / "history.png"))
     body = "\n".join(f"<figure>{_img(p)}</figure>" for p in images)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(cfg.name)}"
