@@ -213,9 +213,12 @@ class ServiceServer:
         host = self.config.host
         return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
-    def startup_line(self, service: str) -> str:
-        """The line a server prints once it listens: the address it really bound."""
+    def startup_line(self, service: str, *, detail: str = "") -> str:
+        """The line a server prints once it listens: the address it really bound
+        (``detail`` is added inside the parentheses, e.g. ``backend grpc``)."""
         line = f"scalefed {service} listening on {self.listen_address} (port {self.port}"
+        if detail:
+            line += f", {detail}"
         if self.listen_address != self.address:
             line += f"; from this machine dial {self.address}"
         return line + ")"
