@@ -82,54 +82,116 @@ class TrialSpec:
         return dataclasses.replace(self, **changes)
 
 
-def _positive_int(spec: TrialSpec, name: str) -> None:
-    value = getattr(spec, name)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(name, f"must be a positive integer, got {value!r}", accepted=">= 1")
+# ---------------------------------------------------------------- bounds ----
+
+SEED_MAX = 2**32 - 1  # scikit-learn's k-means takes seeds in [0, 2^32 - 1]
+# Every size field has an upper bound, so that no single request can make a
+# worker allocate without limit (lora_rank=2^31-1 once asked for 550 GB). The
+# bounds sit far above every profile in studies/.
+INT_RANGES: Mapping[str, tuple[int, int]] = {
+    "clients": (1, 1_000),
+    "rounds": (1, 10_000),
+    "client_steps": (1, 1_000_000),
+    "local_steps": (1, 10_000),
+    "batch_size": (1, 512),
+    "seq_len": (1, 8_192),
+    "lora_rank": (1, 512),
+    "lora_alpha": (1, 65_536),
+    "max_examples": (1, 100_000),
+    "samples": (1, 1_000),
+    "k": (1, 1_000),
+    "max_new_tokens": (1, 4_096),
+    "seed": (0, SEED_MAX),
+    "partition_seed": (0, SEED_MAX),
+    "eval_seed": (0, SEED_MAX),
+}
+# Tokens in one training batch (batch_size x seq_len): the activations' size.
+MAX_BATCH_TOKENS = 65_536
+# Longest accepted string per field; checked first, so an error never echoes a huge value.
+STR_LIMITS: Mapping[str, int] = {
+    "model": 1_024, "distribution": 32, "budget_mode": 32, "lora_targets": 512,
+    "corpus": 4_096, "problems": 4_096,
+}
+# Finite ranges of float fields, (low, low inclusive, high): outside them the
+# arithmetic overflows (temperature=1e-300 makes the logits infinite).
+FLOAT_RANGES: Mapping[str, tuple[float, bool, float]] = {
+    "alpha": (0.0, False, 1e6),
+    "participation": (0.0, False, 1.0),
+    "scaling_factor": (0.0, False, 100.0),
+    "learning_rate": (0.0, False, 1.0),
+    "fedprox_mu": (0.0, True, 1_000.0),
+    "top_p": (0.0, False, 1.0),
+}
+MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-3, 100.0
+
+
+def _check_int(name: str, value: Any) -> None:
+    low, high = INT_RANGES[name]
+    accepted = f"integer in [{low}, {high}]"
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(name, f"must be an integer, got {type(value).__name__}",
+                          accepted=accepted)
+    if not low <= value <= high:
+        raise ConfigError(name, f"{value} is out of range", accepted=accepted)
 
 
 def _finite(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(name, f"must be a finite number, got {value!r}")
+        raise ConfigError(name, f"must be a finite number, got {str(value)[:40]!r}",
+                          accepted="a finite number")
     return float(value)
+
+
+def _check_float(name: str, value: Any) -> None:
+    low, closed, high = FLOAT_RANGES[name]
+    accepted = f"{'[' if closed else '('}{low:g}, {high:g}]"
+    x = _finite(name, value)
+    if not (low <= x if closed else low < x) or x > high:
+        raise ConfigError(name, f"{x:g} is out of range", accepted=accepted)
+
+
+def _check_str(name: str, value: Any) -> str:
+    limit = STR_LIMITS[name]
+    if not isinstance(value, str):
+        raise ConfigError(name, f"must be a string, got {type(value).__name__}",
+                          accepted=f"a string of at most {limit} characters")
+    if len(value) > limit:
+        raise ConfigError(name, f"is {len(value)} characters long",
+                          accepted=f"at most {limit} characters")
+    return value
 
 
 def validate_spec(spec: TrialSpec) -> None:
     """Raise ConfigError naming the first bad field and its accepted range."""
+    for name in STR_LIMITS:
+        _check_str(name, getattr(spec, name))
     if not spec.model:
         raise ConfigError("model", "is required", accepted="a preset name, a directory, or a hub id")
     if spec.distribution not in DISTRIBUTIONS:
         raise ConfigError(
             "distribution", f"unknown value {spec.distribution!r}", accepted=", ".join(DISTRIBUTIONS)
         )
-    if _finite("alpha", spec.alpha) <= 0:
-        raise ConfigError("alpha", f"must be > 0, got {spec.alpha}", accepted="(0, inf)")
-    for name in ("clients", "rounds", "client_steps", "local_steps", "batch_size", "seq_len",
-                 "lora_rank", "lora_alpha", "max_examples", "samples", "k", "max_new_tokens"):
-        _positive_int(spec, name)
-    p = _finite("participation", spec.participation)
-    if not 0 < p <= 1:
-        raise ConfigError("participation", f"must be in (0, 1], got {p}", accepted="(0, 1]")
-    if _finite("scaling_factor", spec.scaling_factor) <= 0:
-        raise ConfigError("scaling_factor", f"must be > 0, got {spec.scaling_factor}",
-                          accepted="(0, inf)")
     if spec.budget_mode not in BUDGET_MODES:
         raise ConfigError("budget_mode", f"unknown value {spec.budget_mode!r}",
                           accepted=", ".join(BUDGET_MODES))
-    if _finite("learning_rate", spec.learning_rate) <= 0:
-        raise ConfigError("learning_rate", f"must be > 0, got {spec.learning_rate}", accepted="(0, inf)")
-    if _finite("fedprox_mu", spec.fedprox_mu) < 0:
-        raise ConfigError("fedprox_mu", f"must be >= 0, got {spec.fedprox_mu}", accepted="[0, inf)")
-    if _finite("temperature", spec.temperature) < 0:
-        raise ConfigError("temperature", f"must be >= 0, got {spec.temperature}", accepted="[0, inf)")
-    if not 0 < _finite("top_p", spec.top_p) <= 1:
-        raise ConfigError("top_p", f"must be in (0, 1], got {spec.top_p}", accepted="(0, 1]")
+    for name in INT_RANGES:
+        _check_int(name, getattr(spec, name))
+    for name in FLOAT_RANGES:
+        _check_float(name, getattr(spec, name))
+    temperature = _finite("temperature", spec.temperature)
+    if temperature != 0 and not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:
+        raise ConfigError("temperature", f"{temperature:g} is out of range",
+                          accepted=f"0 (greedy) or [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}]")
     if spec.samples < spec.k:
         raise ConfigError("samples", f"n={spec.samples} is smaller than k={spec.k}",
                           accepted=f">= k ({spec.k})")
+    if spec.batch_size * spec.seq_len > MAX_BATCH_TOKENS:
+        raise ConfigError("batch_size", f"batch_size x seq_len = {spec.batch_size * spec.seq_len} "
+                          "tokens per batch is too many",
+                          accepted=f"batch_size x seq_len <= {MAX_BATCH_TOKENS}")
     if not spec.lora_targets.strip():
         raise ConfigError("lora_targets", "is empty", accepted="comma-separated module names")
-    if not str(spec.problems).strip():
+    if not spec.problems.strip():
         raise ConfigError("problems", "is empty", accepted="a count N or comma-separated task ids")
 
 

@@ -189,6 +189,20 @@ def resolve_model(name: str) -> str:
     )
 
 
+def model_key(name: str) -> str:
+    """One name per model whatever its spelling: presets and hub ids as given,
+    a local directory by its real path (``dir``, ``dir/`` and ``./dir`` agree)."""
+    if name in PRESETS:
+        return name
+    try:
+        path = Path(name).expanduser()
+        if path.is_dir():
+            return str(path.resolve())
+    except (OSError, RuntimeError, ValueError):
+        pass
+    return name
+
+
 def load_model(name: str = DEFAULT_MODEL, *, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
     """Load a causal LM and its tokenizer by preset name, directory or hub id."""
     if name in PRESETS:

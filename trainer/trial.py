@@ -6,38 +6,18 @@ service and ``scalefed train`` run.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from trainer.contract import EvalProgressEvent, TrialEvent, TrialResult, TrialSpec
 from trainer.errors import TrialCancelledError
 from trainer.evaluation.evaluator import EvalConfig, evaluate_model, versions
-from trainer.models import LoadedModel, load_model
+from trainer.pool import ModelPool
 
-_POOL_LOCK = threading.Lock()
-_IDLE: dict[str, list[LoadedModel]] = {}
-
-
-@contextlib.contextmanager
-def _borrow_model(name: str) -> Iterator[LoadedModel]:
-    """A loaded base model for one trial; reused across trials, never shared by two at once."""
-    with _POOL_LOCK:
-        idle = _IDLE.setdefault(name, [])
-        loaded = idle.pop() if idle else None
-    if loaded is None:
-        loaded = load_model(name)
-    ok = False
-    try:
-        yield loaded
-        ok = True
-    finally:
-        # A model whose adapter could not be removed is dropped, not reused.
-        if ok:
-            with _POOL_LOCK:
-                _IDLE.setdefault(name, []).append(loaded)
+# Base models kept between trials (at most DEFAULT_MAX_IDLE idle ones).
+MODEL_POOL = ModelPool()
 
 
 def eval_config(spec: TrialSpec) -> EvalConfig:
@@ -54,8 +34,10 @@ def run_trial(spec: TrialSpec, *, on_event: Callable[[TrialEvent], None] | None 
 
     started = time.perf_counter()
     config = eval_config(spec)  # validate before spending minutes on training
-    with _borrow_model(spec.model) as loaded:
+    with MODEL_POOL.borrow(spec.model) as loaded:
         load_s = time.perf_counter() - started
+        if cancel is not None and cancel.is_set():
+            raise TrialCancelledError("cancelled while loading the model")
         run = train_federated(loaded=loaded, spec=spec, on_event=on_event, cancel=cancel,
                               progress=progress)
         try:

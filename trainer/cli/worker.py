@@ -35,7 +35,14 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--max-scaling-factor", type=float, default=5.0,
                        help="largest accepted scaling factor (default %(default)s)")
     serve.add_argument("--allow-model", action="append", default=[], metavar="MODEL",
-                       help="accept only this model (repeatable; default: any)")
+                       help="accept this model name (repeatable; default: the presets "
+                            "smollm2-135m and tiny-random)")
+    serve.add_argument("--model-root", action="append", default=[], type=Path, metavar="DIR",
+                       help="also accept model directories under DIR (repeatable)")
+    serve.add_argument("--allow-corpus", action="append", default=[], metavar="SOURCE",
+                       help="accept this corpus besides stdlib, e.g. hf:ID (repeatable)")
+    serve.add_argument("--corpus-root", action="append", default=[], type=Path, metavar="DIR",
+                       help="also accept source trees and data files under DIR (repeatable)")
     serve.add_argument("--model", help="model for requests that name none")
     serve.add_argument("--problems", help="HumanEval subset for requests that name none")
     serve.add_argument("--budget-profile", default="default", help="profile name reported by info")
@@ -72,8 +79,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     policy = WorkerPolicy(
         min_scaling_factor=args.min_scaling_factor, max_scaling_factor=args.max_scaling_factor,
-        allowed_models=tuple(args.allow_model), default_model=args.model,
-        default_problems=args.problems)
+        allowed_models=tuple(args.allow_model), model_roots=tuple(args.model_root),
+        allowed_corpora=tuple(args.allow_corpus), corpus_roots=tuple(args.corpus_root),
+        default_model=args.model, default_problems=args.problems)
     config = ServerConfig(
         host=args.host, port=args.port, capacity=args.capacity, token=_token(args),
         tls_cert=args.tls_cert, tls_key=args.tls_key, policy=policy,

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from typing import Any
 
+from trainer.contract import MAX_TEMPERATURE, MIN_TEMPERATURE
 from trainer.errors import ConfigError, TrialCancelledError
 from trainer.evaluation.generation import SamplingConfig, sample_completions
 from trainer.evaluation.humaneval import (
@@ -45,6 +46,9 @@ class EvalConfig:
             if not 1 <= k <= self.n:
                 raise ConfigError("k", f"k={k} needs n >= k samples, got n={self.n}",
                                   accepted=f"1..{self.n}")
+        if self.temperature != 0 and not MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE:
+            raise ConfigError("temperature", f"{self.temperature:g} is out of range",
+                              accepted=f"0 (greedy) or [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}]")
         if self.n > 1 and self.temperature == 0:
             raise ConfigError("temperature", "greedy decoding gives n identical samples",
                               accepted="> 0 when samples > 1")

@@ -15,6 +15,11 @@ Every example is decontaminated against HumanEval (function name, whitespace-
 normalised prompt or body), the order is deterministic (sorted paths, source
 line order), and extraction results are cached as JSONL under
 ``cache_dir()/corpus``.
+
+A source tree is read within bounds: at most ``MAX_TREE_FILES`` Python files,
+none over ``MAX_SOURCE_BYTES``, only regular files, and no symlink out of the
+tree. Every phase polls an optional ``cancel`` event, so a cancelled trial or
+an expired deadline stops extraction within one file (or one data row).
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ import os
 import re
 import sysconfig
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from trainer.errors import ConfigError
+from trainer.errors import ConfigError, TrialCancelledError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,8 @@ _EXTRACTOR_VERSION = 2  # bump when extraction rules change: invalidates caches
 _SKIP_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "dist-packages",
                         "__pycache__", "lib2to3", "turtledemo", "venv", ".venv", ".git"})
 _DATA_SUFFIXES = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+MAX_TREE_FILES = 20_000  # the standard library has ~650
+MAX_SOURCE_BYTES = 4 * 1024 * 1024  # larger .py files are generated data, not code
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,13 +84,43 @@ def _normalise(text: str) -> str:
     return " ".join(text.split())
 
 
-def iter_source_files(root: Path) -> Iterator[Path]:
-    """Python files under ``root`` in sorted order, skipping test folders and site-packages."""
+def check_cancel(cancel: threading.Event | None, where: str) -> None:
+    """Raise TrialCancelledError if ``cancel`` is set."""
+    if cancel is not None and cancel.is_set():
+        raise TrialCancelledError(f"cancelled during {where}")
+
+
+def _readable_source(path: Path, real_root: Path) -> bool:
+    # Only regular files (a FIFO would block the read forever), of bounded size,
+    # and no symlink leading out of the tree.
+    try:
+        if path.is_symlink() and not path.resolve().is_relative_to(real_root):
+            return False
+        st = path.stat()
+    except (OSError, RuntimeError):
+        return False
+    return os.path.isfile(path) and st.st_size <= MAX_SOURCE_BYTES
+
+
+def iter_source_files(root: Path, *, cancel: threading.Event | None = None) -> Iterator[Path]:
+    """Python files under ``root`` in sorted order, skipping test folders and site-packages.
+
+    Raises ConfigError on ``corpus`` past ``MAX_TREE_FILES`` files.
+    """
+    real_root = root.resolve()
+    count = 0
     for dirpath, dirnames, filenames in os.walk(root):
+        check_cancel(cancel, "corpus extraction")
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
         for name in sorted(filenames):
-            if name.endswith(".py") and not name.startswith("test_"):
-                yield Path(dirpath) / name
+            path = Path(dirpath) / name
+            if (name.endswith(".py") and not name.startswith("test_")
+                    and _readable_source(path, real_root)):
+                count += 1
+                if count > MAX_TREE_FILES:
+                    raise ConfigError("corpus", f"more than {MAX_TREE_FILES} Python files under "
+                                      f"{root}", accepted=f"a tree of at most {MAX_TREE_FILES}")
+                yield path
 
 
 def _module_name(root: Path, path: Path) -> str:
@@ -146,12 +185,14 @@ class Decontaminator:
                 or _normalise(example.completion) in self.bodies)
 
 
-def extract_tree(root: Path, *, decontaminate: bool = True) -> tuple[list[Example], CorpusStats]:
+def extract_tree(root: Path, *, decontaminate: bool = True,
+                 cancel: threading.Event | None = None) -> tuple[list[Example], CorpusStats]:
     """Extract examples from a source tree (uncached)."""
     guard = Decontaminator() if decontaminate else None
     examples: list[Example] = []
     files = functions = dropped = 0
-    for path in iter_source_files(root):
+    for path in iter_source_files(root, cancel=cancel):
+        check_cancel(cancel, "corpus extraction")
         try:
             source = path.read_text(encoding="utf-8")
         except (UnicodeDecodeError, OSError):
@@ -199,23 +240,38 @@ def _pick_fields(columns: Sequence[str], mapping: dict[str, str]) -> dict[str, s
     return fields
 
 
-def load_records(source: str, *, decontaminate: bool = True) -> list[Example]:
-    """Examples from a ``datasets``-loadable file or ``hf:`` hub id with a field mapping."""
+def _load_dataset(location: str) -> tuple[Any, str]:
+    """The ``datasets`` train split at ``location`` and its default label.
+
+    A file ``datasets`` cannot read (malformed JSON, not Parquet, no rows) is a
+    ConfigError on ``corpus``: it is the request's input, not a worker fault.
+    """
     from datasets import load_dataset
 
+    try:
+        if location.startswith("hf:"):
+            return load_dataset(location[3:], split="train"), location[3:]
+        builder = _DATA_SUFFIXES[Path(location).suffix.lower()]
+        return load_dataset(builder, data_files=location, split="train"), Path(location).stem
+    except Exception as exc:  # noqa: BLE001 - datasets raises many unrelated types
+        cause = exc.__cause__ or exc
+        detail = " ".join(str(cause).split())[:300]
+        raise ConfigError("corpus", f"cannot read {location}: {type(cause).__name__}: {detail}",
+                          accepted="a well-formed .json/.jsonl/.parquet file") from None
+
+
+def load_records(source: str, *, decontaminate: bool = True,
+                 cancel: threading.Event | None = None) -> list[Example]:
+    """Examples from a ``datasets``-loadable file or ``hf:`` hub id with a field mapping."""
     location, _, mapping_text = source.partition("#")
     mapping = _parse_mapping(mapping_text)
-    if location.startswith("hf:"):
-        data = load_dataset(location[3:], split="train")
-        label_default = location[3:]
-    else:
-        builder = _DATA_SUFFIXES[Path(location).suffix.lower()]
-        data = load_dataset(builder, data_files=location, split="train")
-        label_default = Path(location).stem
+    check_cancel(cancel, "corpus loading")
+    data, label_default = _load_dataset(location)
     fields = _pick_fields(list(data.column_names), mapping)
     guard = Decontaminator() if decontaminate else None
     out: list[Example] = []
     for i, row in enumerate(data):
+        check_cancel(cancel, "corpus loading")
         prompt = str(row[fields["prompt"]] or "")
         if "input" in fields and row[fields["input"]]:
             prompt = f"{prompt}\n{row[fields['input']]}"
@@ -230,9 +286,9 @@ def load_records(source: str, *, decontaminate: bool = True) -> list[Example]:
 # ---------------------------------------------------------------- cache ----
 
 
-def _tree_fingerprint(root: Path) -> str:
+def _tree_fingerprint(root: Path, cancel: threading.Event | None = None) -> str:
     digest = hashlib.sha256(f"v{_EXTRACTOR_VERSION}:{root.resolve()}".encode())
-    for path in iter_source_files(root):
+    for path in iter_source_files(root, cancel=cancel):
         st = path.stat()
         digest.update(f"{path.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:20]
@@ -254,9 +310,14 @@ def _cache_path(key: str) -> Path:
     return cache_dir() / "corpus" / f"{key}.jsonl"
 
 
-def _read_cache(path: Path) -> list[Example]:
-    with path.open(encoding="utf-8") as fh:
-        return [Example(**json.loads(line)) for line in fh]
+def _read_cache(path: Path) -> list[Example] | None:
+    """The cached examples, or None when the cache file is unreadable (then re-extracted)."""
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return [Example(**json.loads(line)) for line in fh]
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as exc:
+        log.warning("ignoring corrupt corpus cache %s: %s", path, exc)
+        return None
 
 
 def _write_cache(path: Path, examples: Sequence[Example]) -> None:
@@ -269,8 +330,11 @@ def _write_cache(path: Path, examples: Sequence[Example]) -> None:
 
 
 def load_corpus(source: str = "stdlib", *, decontaminate: bool = True,
-                use_cache: bool = True) -> list[Example]:
-    """All examples of a corpus source, in deterministic order, cached on disk."""
+                use_cache: bool = True, cancel: threading.Event | None = None) -> list[Example]:
+    """All examples of a corpus source, in deterministic order, cached on disk.
+
+    Raises TrialCancelledError soon after ``cancel`` is set.
+    """
     location = source.partition("#")[0]
     if source == "stdlib":
         root: Path | None = stdlib_root()
@@ -282,15 +346,16 @@ def load_corpus(source: str = "stdlib", *, decontaminate: bool = True,
     else:
         raise ConfigError("corpus", f"not a directory or a data file: {source!r}",
                           accepted="stdlib, a source directory, a .json/.jsonl/.parquet file, hf:ID")
-    key = (_tree_fingerprint(root) if root is not None else _file_fingerprint(source))
+    key = (_tree_fingerprint(root, cancel) if root is not None else _file_fingerprint(source))
     path = _cache_path(f"{key}{'-dc' if decontaminate else ''}")
-    if use_cache and path.is_file():
-        return _read_cache(path)
+    cached = _read_cache(path) if use_cache and path.is_file() else None
+    if cached is not None:
+        return cached
     if root is not None:
-        examples, stats = extract_tree(root, decontaminate=decontaminate)
+        examples, stats = extract_tree(root, decontaminate=decontaminate, cancel=cancel)
         log.info("corpus %s: %s", root, stats)
     else:
-        examples = load_records(source, decontaminate=decontaminate)
+        examples = load_records(source, decontaminate=decontaminate, cancel=cancel)
     if not examples:
         raise ConfigError("corpus", f"no usable examples in {source!r}",
                           accepted="a tree with documented functions, or a non-empty data file")

@@ -96,18 +96,25 @@ class _Data:
     partition: Partition
 
 
+_TOKENIZE_CHUNK = 1_000  # examples tokenised between two looks at the cancel flag
+
+
 def _prepare_data(spec: TrialSpec, examples: Sequence[Example] | None, tokenizer: Any,
                   *, holdout: int, min_size: int, label_source: str,
-                  timings: dict[str, float]) -> _Data:
-    from trainer.federated.corpus import example_text, load_corpus, select_examples
+                  timings: dict[str, float], cancel: threading.Event | None) -> _Data:
+    from trainer.federated.corpus import check_cancel, example_text, load_corpus, select_examples
 
     start = time.perf_counter()
     if examples is None:
-        examples = load_corpus(spec.corpus)
+        examples = load_corpus(spec.corpus, cancel=cancel)
     pool = select_examples(examples, spec.max_examples)
     timings["corpus_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    tokens = tokenize_examples(pool, tokenizer, spec.seq_len)
+    tokens: list[TokenizedExample | None] = []
+    for at in range(0, len(pool), _TOKENIZE_CHUNK):
+        check_cancel(cancel, "tokenisation")
+        tokens += tokenize_examples(pool[at:at + _TOKENIZE_CHUNK], tokenizer, spec.seq_len)
+    check_cancel(cancel, "data preparation")
     kept = [(ex, tok) for ex, tok in zip(pool, tokens) if tok is not None]
     timings["tokenize_s"] = time.perf_counter() - start
     if len(kept) <= holdout:
@@ -259,7 +266,9 @@ def train_federated(*, loaded: LoadedModel, spec: TrialSpec,
     timings: dict[str, float] = {}
     data = _prepare_data(spec, examples, loaded.tokenizer, holdout=holdout,
                          min_size=spec.batch_size if min_client_size is None else min_client_size,
-                         label_source=label_source, timings=timings)
+                         label_source=label_source, timings=timings, cancel=cancel)
+    if cancel is not None and cancel.is_set():
+        raise TrialCancelledError("cancelled after data preparation")
     log.info("partition\n%s", data.partition.table())
     start = time.perf_counter()
     peft_model = attach_lora(loaded.model, spec)

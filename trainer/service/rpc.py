@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import hmac
+import ipaddress
 import logging
 import os
 import signal
@@ -90,6 +91,28 @@ class ListenConfig:
     def security(self) -> str:
         """``TLS``/``plaintext`` and whether a token is required, for start-up logs."""
         return ("TLS" if self.tls_cert else "plaintext") + (", token required" if self.token else "")
+
+    def exposure_warning(self) -> str | None:
+        """What is unsafe about listening beyond this machine as configured (None if nothing)."""
+        if is_loopback(self.host):
+            return None
+        if not self.token:
+            return (f"listening on {self.host} without a bearer token: anyone who can reach "
+                    "this port can call every method; set --token-file (and TLS)")
+        if not self.tls_cert:
+            return (f"listening on {self.host} without TLS: the bearer token and all data "
+                    "travel in plaintext; set --tls-cert and --tls-key")
+        return None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only takes connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a wildcard-free host name or "": assume it is reachable
+        return False
 
 
 class BearerTokenInterceptor(grpc.ServerInterceptor):
@@ -184,9 +207,28 @@ class ServiceServer:
         """``host:port`` a client on this machine can dial."""
         return dial_address(self.config.host, self.port)
 
+    @property
+    def listen_address(self) -> str:
+        """``host:port`` as bound (``0.0.0.0:port`` when listening on every interface)."""
+        host = self.config.host
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    def startup_line(self, service: str, *, detail: str = "") -> str:
+        """The line a server prints once it listens: the address it really bound
+        (``detail`` is added inside the parentheses, e.g. ``backend grpc``)."""
+        line = f"scalefed {service} listening on {self.listen_address} (port {self.port}"
+        if detail:
+            line += f", {detail}"
+        if self.listen_address != self.address:
+            line += f"; from this machine dial {self.address}"
+        return line + ")"
+
     def start(self) -> int:
         """Bind, start serving and return the bound port."""
         self.port = bind_port(self._server, self.config)
+        warning = self.config.exposure_warning()
+        if warning:
+            log.warning("%s", warning)
         self._bound(self.port)
         self._server.start()
         for name in ("", self.service_name):

@@ -112,8 +112,8 @@ def serve(config: ServerConfig, *, trial_fn: TrialFunction) -> int:
     server = create_server(config, trial_fn=trial_fn)
 
     def start() -> None:
-        port = server.start()
-        print(f"scalefed trainer listening on {server.address} (port {port})", flush=True)
+        server.start()
+        print(server.startup_line("trainer"), flush=True)
 
     run_until_signal(start=start, stop=server.stop, on_repeat=lambda name: server.runner.cancel_all(
         f"the worker got {name} again"))

@@ -28,6 +28,10 @@ from trainer.errors import (
 
 FIELD_KEY = "scalefed-field"
 ACCEPTED_KEY = "scalefed-accepted"
+# Details and metadata travel in HTTP/2 headers (8 KiB by default): a longer
+# status would come back as RESOURCE_EXHAUSTED instead of itself.
+MAX_DETAILS = 2_000
+MAX_METADATA_VALUE = 500
 
 
 class TrainerRpcError(ScalefedError):
@@ -97,13 +101,42 @@ _CODE_TO_RPC: dict[grpc.StatusCode, type[TrainerRpcError]] = {
 }
 
 
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    cut = f"... [{len(text) - limit} more characters]"
+    return text[:max(limit - len(cut), 0)] + cut
+
+
 def status_for(exc: BaseException) -> Status:
-    """The status a server answers for ``exc``; anything unexpected is INTERNAL."""
+    """The status a server answers for ``exc``; anything unexpected is INTERNAL.
+
+    Details and metadata are clipped so that the status always fits in the headers.
+    """
     if isinstance(exc, ConfigError):
-        meta = [(FIELD_KEY, exc.field)]
-        if exc.accepted:
-            meta.append((ACCEPTED_KEY, exc.accepted))
-        return Status(code=grpc.StatusCode.INVALID_ARGUMENT, details=str(exc), metadata=tuple(meta))
+        return _invalid_argument(exc)
+    status = _status_for(exc)
+    return Status(code=status.code, details=clip(status.details, MAX_DETAILS))
+
+
+def _ascii(text: str) -> str:
+    # Plain metadata values must be printable ASCII, or the call fails on the wire.
+    return "".join(c if " " <= c <= "~" else c.encode("unicode_escape").decode() for c in text)
+
+
+def _invalid_argument(exc: ConfigError) -> Status:
+    # Clip each part, then compose, so the client can split field, message and
+    # accepted again (see _config_error).
+    field = clip(_ascii(exc.field), 200)
+    accepted = clip(_ascii(exc.accepted), MAX_METADATA_VALUE) if exc.accepted else None
+    message = clip(exc.message, MAX_DETAILS - len(field) - len(accepted or "") - 20)
+    rebuilt = ConfigError(field, message, accepted=accepted)
+    meta = [(FIELD_KEY, field)] + ([(ACCEPTED_KEY, accepted)] if accepted else [])
+    return Status(code=grpc.StatusCode.INVALID_ARGUMENT, details=str(rebuilt), metadata=tuple(meta))
+
+
+def _status_for(exc: BaseException) -> Status:
     if isinstance(exc, TrainerRpcError):
         return Status(code=exc.code, details=str(exc) or type(exc).__name__)
     for cls, code in _DOMAIN_TO_CODE:

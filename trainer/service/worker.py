@@ -15,10 +15,12 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from trainer.contract import EvalProgressEvent, RoundEvent, TrialFunction, TrialResult, TrialSpec
 from trainer.errors import CapacityError, ConfigError
+from trainer.service import access
 from trainer.service.status import DuplicateTrialError, WorkerUnavailableError
 
 log = logging.getLogger(__name__)
@@ -31,19 +33,32 @@ class WorkerPolicy:
     min_scaling_factor: float = field(default=0.1, metadata={"help": "smallest s accepted (inclusive)"})
     max_scaling_factor: float = field(default=5.0, metadata={"help": "largest s accepted (inclusive)"})
     allowed_models: tuple[str, ...] = field(
-        default=(), metadata={"help": "models this worker runs; empty: any it can load"})
+        default=(), metadata={"help": "model names this worker runs; empty: the presets"})
+    model_roots: tuple[Path, ...] = field(
+        default=(), metadata={"help": "directories whose model directories it also runs"})
+    allowed_corpora: tuple[str, ...] = field(
+        default=(), metadata={"help": "corpus sources it reads besides stdlib (e.g. hf:ID)"})
+    corpus_roots: tuple[Path, ...] = field(
+        default=(), metadata={"help": "directories whose source trees and data files it reads"})
     default_model: str | None = field(default=None, metadata={"help": "model when a request has none"})
     default_problems: str | None = field(
         default=None, metadata={"help": "HumanEval subset when a request has none"})
 
     def __post_init__(self) -> None:
+        # Resolved once, so that later checks compare real paths with real paths.
+        for name in ("model_roots", "corpus_roots"):
+            roots = tuple(access.resolve_root(r, field=name) for r in getattr(self, name))
+            object.__setattr__(self, name, roots)
         if not 0 < self.min_scaling_factor <= self.max_scaling_factor:
             raise ConfigError("min_scaling_factor",
                               f"range [{self.min_scaling_factor}, {self.max_scaling_factor}] is empty",
                               accepted="0 < min_scaling_factor <= max_scaling_factor")
-        if self.allowed_models and self.default_model and self.default_model not in self.allowed_models:
-            raise ConfigError("default_model", f"{self.default_model!r} is not an allowed model",
-                              accepted=", ".join(self.allowed_models))
+        if self.default_model:
+            try:
+                access.check_model(self.default_model, allowed=self.allowed_models,
+                                   roots=self.model_roots)
+            except ConfigError as exc:
+                raise ConfigError("default_model", exc.message, accepted=exc.accepted) from None
 
     def defaults(self) -> dict[str, Any]:
         """Values for fields a request leaves unset (before TrialSpec's own defaults)."""
@@ -62,9 +77,8 @@ class WorkerPolicy:
         if not self.min_scaling_factor <= s <= self.max_scaling_factor:
             raise ConfigError("scaling_factor", f"{s} is outside this worker's range",
                               accepted=f"[{self.min_scaling_factor}, {self.max_scaling_factor}]")
-        if self.allowed_models and spec.model not in self.allowed_models:
-            raise ConfigError("model", f"unknown model {spec.model!r}",
-                              accepted=", ".join(self.allowed_models))
+        access.check_model(spec.model, allowed=self.allowed_models, roots=self.model_roots)
+        access.check_corpus(spec.corpus, allowed=self.allowed_corpora, roots=self.corpus_roots)
 
 
 @dataclass(frozen=True, kw_only=True)

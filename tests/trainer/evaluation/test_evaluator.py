@@ -47,6 +47,8 @@ def test_pipeline_counts_known_passes(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("kwargs,field", [
     ({"n": 0}, "samples"), ({"n": 5, "ks": (10,)}, "k"), ({"temperature": 0.0}, "temperature"),
     ({"top_p": 1.5}, "top_p"), ({"timeout": 0}, "timeout"), ({"workers": 0}, "workers"),
+    # issue 10, item 14: logits / 1e-300 overflow to inf, then sampling fails as INTERNAL
+    ({"temperature": 1e-300}, "temperature"), ({"temperature": float("nan")}, "temperature"),
 ])
 def test_config_errors_name_the_field(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError) as info:

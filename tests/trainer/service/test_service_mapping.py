@@ -60,7 +60,7 @@ def test_status_codes_map_back_to_exceptions() -> None:
 def test_proto_spec_mirrors_trial_spec() -> None:
     proto_fields = [f.name for f in common_pb2.TrialSpec.DESCRIPTOR.fields]
     assert sorted(proto_fields) == sorted(convert.SPEC_FIELDS)
-    spec = TrialSpec(model="tiny-random", distribution="dirichlet", alpha=0.1, seed=2**40,
+    spec = TrialSpec(model="tiny-random", distribution="dirichlet", alpha=0.1, seed=2**32 - 1,
                      lora_targets="q_proj", problems="HumanEval/1,HumanEval/2")
     assert convert.spec_from_proto(convert.spec_to_proto(spec)) == spec
     with pytest.raises(ConfigError, match="clients"):
