@@ -33,8 +33,11 @@ def expected_improvement(mean: np.ndarray, sd: np.ndarray, best: float) -> np.nd
 
 def propose(space: Sequence[ParamSpec], observations: Sequence[Observation], *,
             pending: Sequence[Mapping[str, Any]] = (), seed: int = 0,
-            per_axis: int = 41) -> dict[str, Any]:
-    """The candidate with the highest expected improvement (``pending``: running trials)."""
+            per_axis: int = 41, xi: float = 0.0) -> dict[str, Any]:
+    """The candidate with the highest expected improvement (``pending``: running trials).
+
+    ``xi`` (in units of the trial noise) raises the bar an improvement must clear, which
+    pushes proposals away from spots the GP already knows well."""
     obs = [o for o in observations if math.isfinite(o.value)]
     if pending:
         believed = Surrogate(space, obs, seed=seed)
@@ -46,5 +49,6 @@ def propose(space: Sequence[ParamSpec], observations: Sequence[Observation], *,
     cands = space_mod.candidates(space, per_axis=per_axis, seed=seed)
     mean, sd = surrogate.predict(cands)
     seen, _ = surrogate.predict([o.params for o in obs])
-    ei = expected_improvement(mean, sd, float(np.max(seen)))
+    noise = float(np.median([o.stderr for o in obs]))
+    ei = expected_improvement(mean, sd, float(np.max(seen)) + xi * noise)
     return dict(cands[int(np.argmax(ei))])

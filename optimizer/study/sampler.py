@@ -29,12 +29,14 @@ class SurrogateSampler(BaseSampler):
     """Expected improvement on the GP that also gives the study's answer."""
 
     def __init__(self, *, space: Sequence[ParamSpec], n_startup_trials: int, seed: int,
-                 observations: Callable[[Sequence[FrozenTrial]], list[Observation]]) -> None:
+                 observations: Callable[[Sequence[FrozenTrial]], list[Observation]],
+                 xi: float = 0.0) -> None:
         self._space = tuple(space)
         self._distributions = to_distributions(self._space)
         self._n_startup = n_startup_trials
         self._seed = seed
         self._observations = observations
+        self._xi = xi
         self._independent = RandomSampler(seed=seed)
 
     def infer_relative_search_space(self, study: Study,
@@ -51,7 +53,8 @@ class SurrogateSampler(BaseSampler):
                    and t.number != trial.number and set(t.params) >= set(search_space)]
         # A different seed per proposal varies the candidate set where it is random, and
         # keeps two runners that ask at once from drawing the very same point.
-        params = propose(self._space, obs, pending=pending, seed=self._seed + trial.number)
+        params = propose(self._space, obs, pending=pending, seed=self._seed + trial.number,
+                         xi=self._xi)
         return {k: v for k, v in params.items() if k in search_space}
 
     def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,

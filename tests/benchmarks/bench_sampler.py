@@ -45,6 +45,9 @@ def _samplers(seed: int) -> dict[str, Callable[[], optuna.samplers.BaseSampler]]
                                                        warn_independent_sampling=False),
         "surrogate": lambda: SurrogateSampler(space=SPACE, n_startup_trials=STARTUP, seed=seed,
                                               observations=_noisy_observations),
+        "surrogate-xi1": lambda: SurrogateSampler(space=SPACE, n_startup_trials=STARTUP,
+                                                  seed=seed, observations=_noisy_observations,
+                                                  xi=1.0),
     }
 
 
@@ -94,13 +97,16 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--budget", type=int, default=30)
     ap.add_argument("--check-every", type=int, default=1)
+    ap.add_argument("--samplers", help="comma-separated subset (default: all)")
+    ap.add_argument("--first-seed", type=int, default=0)
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore")
     land = Landscape(optimum_s=0.35, optimum_p=0.75)
-    results: dict[str, list[int]] = {name: [] for name in _samplers(0)}
+    names = args.samplers.split(",") if args.samplers else list(_samplers(0))
+    results: dict[str, list[int]] = {name: [] for name in names}
     started = time.perf_counter()
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         grid = space_mod.candidates(SPACE, per_axis=81)
         truth_max = max(land.expected_pass_at_k(g["scaling_factor"], g["participation"], k=K,
                                                 n_problems=N_PROBLEMS, problem_seed=0)
@@ -110,7 +116,7 @@ def main() -> None:
                                                     args.check_every))
         print(f"seed {seed}: " + ", ".join(f"{k}={v[-1]}" for k, v in results.items()),
               flush=True)
-    base = statistics.median(results["random"])
+    base = statistics.median(results["random"]) if "random" in results else float("nan")
     print(f"\ntrials to within {EPS} pass@10 of the optimum (median of {args.seeds} seeds; "
           f"budget {args.budget}, >{args.budget} = not reached), {time.perf_counter() - started:.0f} s")
     for name, vals in results.items():
