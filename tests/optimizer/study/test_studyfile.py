@@ -66,7 +66,7 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
     ("profile.samples", 3, "profile.samples", ">= k"),
     ("profile.sampels", 3, "profile.sampels", "samples"),
     ("profile.scaling_factor", 1.0, "profile.scaling_factor", "one place"),
-    ("trainer.timeout_s", -5, "trainer.timeout_s", "(0, inf)"),
+    ("trainer.timeout_s", -5, "trainer.timeout_s", "(0, 604800]"),  # bounded since issue 10
     ("trainer.endpoint", ["a:1"], "trainer.endpoint", "endpoints"),
     ("trainer.function", "nocolon", "trainer.function", "module.path:callable"),
     ("stop.probability", 1.5, "stop.probability", "(0, 1)"),
