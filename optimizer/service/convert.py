@@ -17,15 +17,10 @@ from optuna.trial import FrozenTrial
 from optimizer.science.answer import Answer, Observation, Prediction
 from optimizer.service.api import optimizer_pb2 as pb
 from optimizer.service.policy import OperatorPolicy
+from optimizer.study.limits import MAX_NAME_LEN, MAX_TRIALS
 from optimizer.study.manager import DistributionStatus, StudyStatus
 from optimizer.study.storageurl import clip, redact
-from optimizer.study.studyfile import (
-    MAX_NAME_LEN,
-    MAX_TRIALS,
-    STORAGE_SCHEMES,
-    StudyConfig,
-    parse_study_text,
-)
+from optimizer.study.studyfile import STORAGE_SCHEMES, StudyConfig, parse_study_text
 from trainer.errors import ConfigError
 
 TOML_SOURCE = "<study_toml>"

@@ -22,8 +22,9 @@ from pathlib import Path
 
 from optimizer.study.backends import SyntheticBackend, TrialBackend, make_backends
 from optimizer.study.endpoints import TrainerEndpoint
+from optimizer.study.limits import MAX_TEXT_BYTES
 from optimizer.study.storageurl import SQLITE_PREFIX, clip, redact, sqlite_path
-from optimizer.study.studyfile import MAX_TEXT_BYTES, STORAGE_SCHEMES, StudyConfig, parse_study_text
+from optimizer.study.studyfile import STORAGE_SCHEMES, StudyConfig, parse_study_text
 from trainer.contract import DEFAULT_TRIAL_FN
 from trainer.errors import ConfigError
 from trainer.helptext import meta

@@ -61,7 +61,7 @@ def refuse_non_database(path: Path, *, field: str = "storage") -> None:
         if kind == "other":
             raise ConfigError(field, f"{path} exists and is not a SQLite database",
                               accepted=accepted)
-        time.sleep(0.2 * (attempt + 1))
+        time.sleep(0.1 * (attempt + 1))
     raise ConfigError(field, f"{path} is an empty file, not a SQLite database", accepted=accepted)
 
 

@@ -10,36 +10,35 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from optimizer.science.space import ParamSpec
+from optimizer.study.limits import (
+    HEARTBEAT_RANGE,
+    LEASE_RANGE,
+    MAX_DISTRIBUTIONS,
+    MAX_LIST_ITEMS,
+    MAX_NAME_LEN,
+    MAX_PARAMS,
+    MAX_RETRIES,
+    MAX_SEED,
+    MAX_STARTUP_TRIALS,
+    MAX_STRING_LEN,
+    MAX_TIMEOUT_S,
+    MAX_TRIALS,
+    MAX_WORKERS,
+    decode_toml,
+    in_range,
+)
 from optimizer.study.storageurl import clip
 from trainer.contract import TrialSpec
 from trainer.errors import ConfigError
 from trainer.helptext import meta
 
 DISTRIBUTION_KINDS: tuple[str, ...] = ("iid", "dirichlet", "natural")
-# Bounds on every size and time a study may ask for: a study file can come from a
-# client of the optimizer service, and each of these costs the server memory or time.
-MAX_TEXT_BYTES = 256 * 1024   # a study file's size
-MAX_DEPTH = 16                # nesting of tables and arrays
-MAX_NAME_LEN = 128
-MAX_STRING_LEN = 1024         # storage URL, endpoint, function, profile text
-MAX_TRIALS = 1000             # per distribution (the GP refits on every trial)
-MAX_STARTUP_TRIALS = 100      # enqueued at once when a study is created
-MAX_SEED = 2**31 - 1
-MAX_DISTRIBUTIONS = 16
-MAX_PARAMS = 16
-MAX_LIST_ITEMS = 64           # endpoints, choices, initial points
-MAX_WORKERS = 64
-MAX_RETRIES = 20
-MAX_TIMEOUT_S = 7 * 86400.0
-HEARTBEAT_RANGE = (0.1, 600.0)
-LEASE_RANGE = (2.0, 86400.0)
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _NAME_ACCEPTED = (f"1-{MAX_NAME_LEN} letters, digits, '.', '_' or '-', starting with a letter "
                   "or digit (no '/', no spaces)")
@@ -158,38 +157,9 @@ def load_study_file(path: str | Path) -> StudyConfig:
 def parse_study_text(text: str | bytes, *, source: str, field: str) -> StudyConfig:
     """Decode and validate a study file's text; errors about the text itself name ``field``.
 
-    Bounded before anything is parsed: at most MAX_TEXT_BYTES, nesting at most MAX_DEPTH
-    (deeper TOML would exhaust the parser's recursion).
+    Bounded before anything is parsed (see ``optimizer.study.limits.decode_toml``).
     """
-    size = len(text.encode("utf-8") if isinstance(text, str) else text)
-    if size > MAX_TEXT_BYTES:
-        raise ConfigError(field, f"is {size} bytes", accepted=f"at most {MAX_TEXT_BYTES} bytes")
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ConfigError(field, "is not UTF-8 text", accepted="a UTF-8 TOML file") from None
-    where = f"{source}: " if field == "study_file" else ""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(field, f"{where}invalid TOML: {exc}", accepted="TOML 1.0") from None
-    except RecursionError:
-        raise ConfigError(field, f"{where}nested too deeply",
-                          accepted=f"TOML nested at most {MAX_DEPTH} levels") from None
-    _check_depth(data, field)
-    return parse_study(data, source=source)
-
-
-def _check_depth(data: Mapping[str, Any], field: str) -> None:
-    """Walk the decoded tables and arrays without recursion; refuse deep nesting."""
-    stack: list[tuple[Any, int]] = [(data, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise ConfigError(field, "nested too deeply", accepted=f"at most {MAX_DEPTH} levels")
-        children = node.values() if isinstance(node, Mapping) else node
-        stack.extend((c, depth + 1) for c in children if isinstance(c, (Mapping, list)))
+    return parse_study(decode_toml(text, field=field, source=source), source=source)
 
 
 def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
@@ -215,19 +185,6 @@ def _typed(value: Any, kind: type | tuple[type, ...], where: str, accepted: str)
         raise ConfigError(where, f"has {len(value)} items",
                           accepted=f"{accepted}, at most {MAX_LIST_ITEMS} items")
     return value
-
-
-def _in_range(value: float, where: str, low: float, high: float, *,
-              low_open: bool = False) -> None:
-    """ConfigError naming ``where`` unless ``low <= value <= high`` (``low < value`` if open)."""
-    if value < low or value > high or (low_open and value == low):
-        if isinstance(low, int) and isinstance(high, int) and not low_open:
-            accepted = f">= {low} and <= {high}"
-        else:
-            accepted = f"{'(' if low_open else '['}{low:g}, {high:g}]"
-        verb = "must be" if accepted.startswith(">") else "must be in"
-        got = f"{value:g}" if isinstance(value, float) else str(value)
-        raise ConfigError(where, f"{verb} {accepted}, got {got}", accepted=accepted)
 
 
 def _build(cls: type, table: Any, where: str) -> Any:
@@ -270,7 +227,7 @@ def parse_distributions(items: Any) -> tuple[DistributionSpec, ...]:
             if alpha is None:
                 raise ConfigError(f"{here}.alpha", "is required for dirichlet", accepted="(0, inf)")
             alpha = float(_typed(alpha, (int, float), f"{here}.alpha", "a number > 0"))
-            _in_range(alpha, f"{here}.alpha", 0.0, 1e6, low_open=True)
+            in_range(alpha, f"{here}.alpha", 0.0, 1e6, low_open=True)
         elif alpha is not None:
             raise ConfigError(f"{here}.alpha", f"only applies to dirichlet, not {kind}",
                               accepted="omit it")
@@ -416,14 +373,14 @@ def parse_initial_points(items: Any, space: tuple[ParamSpec, ...]) -> tuple[dict
 
 def _validate_numbers(cfg: StudyConfig) -> None:
     """Every size and time within its bounds; lease_s > 2 x heartbeat_s."""
-    _in_range(cfg.n_trials, "n_trials", 1, MAX_TRIALS)
-    _in_range(cfg.seed, "seed", 0, MAX_SEED)
+    in_range(cfg.n_trials, "n_trials", 1, MAX_TRIALS)
+    in_range(cfg.seed, "seed", 0, MAX_SEED)
     t = cfg.trainer
-    _in_range(t.workers, "trainer.workers", 1, MAX_WORKERS)
-    _in_range(t.max_retries, "trainer.max_retries", 0, MAX_RETRIES)
-    _in_range(t.timeout_s, "trainer.timeout_s", 0.0, MAX_TIMEOUT_S, low_open=True)
-    _in_range(t.heartbeat_s, "trainer.heartbeat_s", *HEARTBEAT_RANGE)
-    _in_range(t.lease_s, "trainer.lease_s", *LEASE_RANGE)
+    in_range(t.workers, "trainer.workers", 1, MAX_WORKERS)
+    in_range(t.max_retries, "trainer.max_retries", 0, MAX_RETRIES)
+    in_range(t.timeout_s, "trainer.timeout_s", 0.0, MAX_TIMEOUT_S, low_open=True)
+    in_range(t.heartbeat_s, "trainer.heartbeat_s", *HEARTBEAT_RANGE)
+    in_range(t.lease_s, "trainer.lease_s", *LEASE_RANGE)
     # A lease must outlive two missed heartbeats, or every healthy trial is reaped.
     if t.lease_s <= 2 * t.heartbeat_s:
         raise ConfigError("trainer.lease_s", f"must be > 2 x heartbeat_s ({2 * t.heartbeat_s:g}), "
@@ -442,8 +399,8 @@ def _validate_numbers(cfg: StudyConfig) -> None:
                           f"got {startup}",
                           accepted=f">= {low} and <= {high}" if low <= high else
                           f">= {low} with n_trials >= {low}")
-    _in_range(cfg.stop.epsilon, "stop.epsilon", 0.0, 1.0, low_open=True)
+    in_range(cfg.stop.epsilon, "stop.epsilon", 0.0, 1.0, low_open=True)
     if not 0 < cfg.stop.probability < 1:
         raise ConfigError("stop.probability", f"must be in (0, 1), got {cfg.stop.probability}",
                           accepted="(0, 1)")
-    _in_range(cfg.stop.min_trials, "stop.min_trials", 1, MAX_TRIALS)
+    in_range(cfg.stop.min_trials, "stop.min_trials", 1, MAX_TRIALS)
