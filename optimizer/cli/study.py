@@ -181,11 +181,14 @@ def _policy(args: argparse.Namespace) -> Any:
 def _serve(args: argparse.Namespace) -> int:
     from optimizer.service.server import OptimizerServerConfig, serve
 
+    policy = _policy(args)
     config = OptimizerServerConfig(
         host=args.host, port=args.port, token=_token(args), tls_cert=args.tls_cert,
         tls_key=args.tls_key, backend=args.backend, synthetic_delay_s=args.synthetic_delay,
-        policy=_policy(args))
+        policy=policy)
     studies = [load_study_file(path) for path in args.study]
+    for path, cfg in zip(args.study, studies, strict=True):
+        policy.admit_storage(cfg, field=f"--study {path}: storage")  # fail now, naming the file
     return serve(config, studies=studies)
 
 

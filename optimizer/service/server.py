@@ -82,6 +82,8 @@ class OptimizerServer(ServiceServer):
                  self.config.backend, self.config.security)
         for line in self.config.policy.describe():
             log.info("allowed: %s", line)
+        if self.config.backend == "grpc" and not self.config.policy.endpoints:
+            log.warning("no --trainer-endpoint: studies started here cannot run trials")
         for endpoint in self.config.policy.endpoints:
             if not endpoint.tls and endpoint.token() and not _loopback(endpoint.address):
                 log.warning("the trainer token goes to %s in plaintext: give it ,ca=PEM or ,tls",
