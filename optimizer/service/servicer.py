@@ -157,7 +157,8 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
         """One study's summary; a storage that fails now marks that study, not the list."""
         try:
             return self._study(self.manager.get(name, with_answer=False))
-        except ScalefedError as exc:
+        except Exception as exc:  # noqa: BLE001 - storage drivers raise many types
+            log.warning("study %s: %s", name, clip(str(exc)))
             cfg = self.manager.config(name)
             return pb.Study(name=name, storage=redact(cfg.storage_url), state=pb.Study.FAILED,
                             running=self.manager.is_running(name), error=clip(str(exc)))
