@@ -1,6 +1,8 @@
 """``scalefed study run|resume|status|best|report`` and ``scalefed serve``: the optimizer's CLI.
 
-``serve`` reads its token from ``--token``, ``--token-file`` or $SCALEFED_OPTIMIZER_TOKEN.
+``serve`` reads its token from ``--token``, ``--token-file`` or $SCALEFED_OPTIMIZER_TOKEN,
+and what its clients' studies may use from ``--config`` and the policy flags
+(``optimizer.service.policy``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from optimizer.cli.verify import register_actions
 from optimizer.study.backends import BACKEND_KINDS, SyntheticBackend
+from optimizer.study.endpoints import SPEC_ACCEPTED, TrainerEndpoint
 from optimizer.study.studyfile import StudyConfig, load_study_file
 from trainer.errors import ConfigError
 from trainer.service.rpc import OPTIMIZER_TOKEN_ENV, add_token_args
@@ -53,7 +56,8 @@ def _run(args: argparse.Namespace, *, resume: bool) -> int:
         raise ConfigError("--n-trials", f"must be >= 1, got {args.n_trials}", accepted=">= 1")
     synthetic = SyntheticBackend(delay_s=args.synthetic_delay) if args.backend == "synthetic" \
         else None
-    backends = backends_for(cfg, args.backend, synthetic=synthetic)
+    endpoints = [TrainerEndpoint.parse(spec) for spec in args.trainer_endpoint] or None
+    backends = backends_for(cfg, args.backend, synthetic=synthetic, endpoints=endpoints)
     bars: list[Any] = []
 
     def on_start(runner: StudyRunner) -> None:
@@ -150,6 +154,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--synthetic-delay", type=float, default=0.0, metavar="S",
                    help="synthetic backend: seconds per simulated round (for crash drills)")
+    p.add_argument("--trainer-endpoint", action="append", default=[], metavar="SPEC",
+                   help=f"--backend grpc: use this worker instead of the study's endpoints: "
+                        f"{SPEC_ACCEPTED}; repeatable")
 
 
 def _token(args: argparse.Namespace) -> str | None:
@@ -158,14 +165,56 @@ def _token(args: argparse.Namespace) -> str | None:
     return read_token(args, OPTIMIZER_TOKEN_ENV)
 
 
+def _policy(args: argparse.Namespace) -> Any:
+    """The operator's policy: the --config file (if any), then the flags."""
+    from optimizer.service.policy import OperatorPolicy, policy_with
+    from optimizer.service.policyfile import load_policy
+
+    base = load_policy(args.config) if args.config else OperatorPolicy()
+    policy = policy_with(
+        base, endpoints=[TrainerEndpoint.parse(spec) for spec in args.trainer_endpoint],
+        trial_functions=args.allow_trial_fn, storage_root=args.storage_root,
+        storage_urls=args.storage, study_dirs=args.study_dir)
+    policy.check()
+    return policy
+
+
 def _serve(args: argparse.Namespace) -> int:
     from optimizer.service.server import OptimizerServerConfig, serve
 
+    policy = _policy(args)
     config = OptimizerServerConfig(
         host=args.host, port=args.port, token=_token(args), tls_cert=args.tls_cert,
-        tls_key=args.tls_key, backend=args.backend, synthetic_delay_s=args.synthetic_delay)
+        tls_key=args.tls_key, backend=args.backend, synthetic_delay_s=args.synthetic_delay,
+        policy=policy)
     studies = [load_study_file(path) for path in args.study]
+    for path, cfg in zip(args.study, studies, strict=True):
+        policy.admit_storage(cfg, field=f"--study {path}: storage")  # fail now, naming the file
     return serve(config, studies=studies)
+
+
+def _register_policy(p: argparse.ArgumentParser) -> None:
+    """What a client's study may use: it picks among these and cannot widen them."""
+    g = p.add_argument_group(
+        "what studies may use (a StartStudy/ResumeStudy client picks among these)")
+    g.add_argument("--config", type=Path, metavar="FILE",
+                   help="server config file (TOML) with the settings below; flags add to it")
+    g.add_argument("--trainer-endpoint", action="append", default=[], metavar="SPEC",
+                   help="a trainer worker studies may use and that gets the trainer token: "
+                        f"{SPEC_ACCEPTED} (ca= implies TLS; token default "
+                        "$SCALEFED_TRAINER_TOKEN); repeatable. None: --backend grpc runs nothing")
+    g.add_argument("--allow-trial-fn", action="append", default=[], metavar="MODULE:FN",
+                   help="a trial function --backend inprocess may run; repeatable "
+                        "[default: trainer.trial:run_trial]")
+    g.add_argument("--storage-root", type=Path, metavar="DIR",
+                   help="SQLite storages must lie under DIR; a study without storage gets "
+                        "DIR/NAME.db [default: runs]")
+    g.add_argument("--storage", action="append", default=[], metavar="URL",
+                   help="a further storage URL allowed as written (e.g. postgresql://...); the "
+                        "first is the default for studies without storage; repeatable")
+    g.add_argument("--study-dir", action="append", default=[], type=Path, metavar="DIR",
+                   help="a directory StartStudy/ResumeStudy may read study_file from; "
+                        "repeatable [default: studies]")
 
 
 def _register_serve(subparsers: Any) -> None:
@@ -178,14 +227,15 @@ def _register_serve(subparsers: Any) -> None:
     p.add_argument("--tls-cert", type=Path, help="PEM certificate chain (enables TLS)")
     p.add_argument("--tls-key", type=Path, help="PEM private key")
     p.add_argument("--backend", choices=BACKEND_KINDS, default="grpc",
-                   help="where studies run their trials: grpc (each study's trainer.endpoints; "
-                        "token from $SCALEFED_TRAINER_TOKEN), inprocess (trainer.function in "
+                   help="where studies run their trials: grpc (the --trainer-endpoint workers "
+                        "a study names, or all), inprocess (an --allow-trial-fn function in "
                         "this process), synthetic (known-optimum stand-in) [default: grpc]")
     p.add_argument("--study", action="append", default=[], metavar="FILE",
                    help="register a stored study so GetBest/GetStudy/ResumeStudy know it "
                         "(repeatable)")
     p.add_argument("--synthetic-delay", type=float, default=0.0, metavar="S",
                    help="synthetic backend: seconds per simulated round")
+    _register_policy(p)
     p.set_defaults(func=_serve)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-import tomllib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,48 +17,53 @@ from optuna.trial import FrozenTrial
 from optimizer.science.answer import Answer, Observation, Prediction, Region
 from optimizer.science.verification import Lift
 from optimizer.service.api import optimizer_pb2 as pb
+from optimizer.service.policy import OperatorPolicy
+from optimizer.study.limits import MAX_NAME_LEN, MAX_TRIALS
 from optimizer.study.manager import DistributionStatus, StudyStatus
-from optimizer.study.studyfile import STORAGE_SCHEMES, StudyConfig, load_study_file, parse_study
+from optimizer.study.storageurl import clip, redact
+from optimizer.study.studyfile import STORAGE_SCHEMES, StudyConfig, parse_study_text
 from trainer.errors import ConfigError
 
 TOML_SOURCE = "<study_toml>"
 _SOURCE_ACCEPTED = "study_file (a TOML path on the server) or study_toml (the file's text)"
+_STUDY_ACCEPTED = "the name of a study this server knows (see ListStudies)"
 
 
 # ---------------------------------------------------------------- requests ----
 
 
-def study_config(request: pb.StartStudyRequest | pb.ResumeStudyRequest) -> StudyConfig:
+def study_config(request: pb.StartStudyRequest | pb.ResumeStudyRequest,
+                 policy: OperatorPolicy) -> StudyConfig:
     """The validated study a Start/Resume request names by file or text, with its overrides.
 
-    (A ResumeStudy by ``study`` name is resolved by the servicer, which knows the names.)
+    A study_file is read only from the policy's study directories. (A ResumeStudy by
+    ``study`` name is resolved by the servicer, which knows the names.)
     """
     kind = request.WhichOneof("source")
     if kind == "study_file":
-        cfg = load_study_file(request.study_file)
+        cfg = policy.read_study_file(request.study_file)
     elif kind == "study_toml":
-        try:
-            data = tomllib.loads(request.study_toml)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError("study_toml", f"invalid TOML: {exc}", accepted="TOML 1.0") from None
-        cfg = parse_study(data, source=TOML_SOURCE)
+        cfg = parse_study_text(request.study_toml, source=TOML_SOURCE, field="study_toml")
     else:
         raise ConfigError("study_file", "a study source is required", accepted=_SOURCE_ACCEPTED)
-    return apply_overrides(cfg, request.overrides)
+    return apply_overrides(cfg, request.overrides, policy)
 
 
-def apply_overrides(cfg: StudyConfig, overrides: pb.StudyOverrides) -> StudyConfig:
-    """``cfg`` with the request's storage / n_trials overrides, validated like the file's."""
+def apply_overrides(cfg: StudyConfig, overrides: pb.StudyOverrides,
+                    policy: OperatorPolicy) -> StudyConfig:
+    """``cfg`` with the request's storage / n_trials overrides, validated like the file's
+    and, for the storage, against the operator's policy."""
     changes: dict[str, Any] = {}
     if overrides.HasField("storage"):
         if not overrides.storage.startswith(STORAGE_SCHEMES):
-            raise ConfigError("overrides.storage", f"unsupported URL {overrides.storage!r}",
+            raise ConfigError("overrides.storage", f"unsupported URL {clip(overrides.storage)!r}",
                               accepted="sqlite:///PATH or postgresql://USER@HOST/DB")
-        changes["storage"] = overrides.storage
+        changes["storage"] = policy.storage_url(overrides.storage, cfg.name,
+                                                field="overrides.storage")
     if overrides.HasField("n_trials"):
-        if overrides.n_trials < 1:
-            raise ConfigError("overrides.n_trials", f"must be >= 1, got {overrides.n_trials}",
-                              accepted=">= 1")
+        if not 1 <= overrides.n_trials <= MAX_TRIALS:
+            raise ConfigError("overrides.n_trials", f"must be >= 1 and <= {MAX_TRIALS}, got "
+                              f"{overrides.n_trials}", accepted=f">= 1 and <= {MAX_TRIALS}")
         changes["n_trials"] = overrides.n_trials
     return dataclasses.replace(cfg, **changes) if changes else cfg
 
@@ -69,6 +73,19 @@ def required(value: str, field: str, accepted: str) -> str:
     if not value:
         raise ConfigError(field, "is required", accepted=accepted)
     return value
+
+
+def bounded(value: str, field: str, limit: int) -> str:
+    """``value`` if at most ``limit`` characters, else a ConfigError naming ``field``."""
+    if len(value) > limit:
+        raise ConfigError(field, f"is {len(value)} characters long",
+                          accepted=f"at most {limit} characters")
+    return value
+
+
+def study_name(value: str) -> str:
+    """A request's ``study`` field: required, and no longer than a study name can be."""
+    return bounded(required(value, "study", _STUDY_ACCEPTED), "study", MAX_NAME_LEN)
 
 
 # ------------------------------------------------------------------ params ----
@@ -139,7 +156,7 @@ def study_to_proto(status: StudyStatus, *, error: BaseException | None = None,
     """A Study message; ``trials`` maps distribution labels to their stored trials."""
     trials = trials or {}
     return pb.Study(
-        name=status.name, storage=status.storage, state=study_state(status, error),
+        name=status.name, storage=redact(status.storage), state=study_state(status, error),
         running=status.running, error="" if error is None else f"{type(error).__name__}: {error}",
         distributions=[distribution_to_proto(d, trials.get(d.label, ()))
                        for d in status.distributions])

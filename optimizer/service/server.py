@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from optimizer.service.api import optimizer_pb2, optimizer_pb2_grpc
+from optimizer.service.policy import OperatorPolicy
 from optimizer.service.servicer import OptimizerServicer
 from optimizer.study.backends import BACKEND_KINDS, SyntheticBackend
-from optimizer.study.manager import BackendFactory, StudyManager, backends_for
+from optimizer.study.manager import BackendFactory, StudyManager
 from optimizer.study.studyfile import StudyConfig
 from trainer.errors import ConfigError
 from trainer.helptext import meta
@@ -38,6 +39,8 @@ class OptimizerServerConfig(ListenConfig):
     synthetic_delay_s: float = field(default=0.0,
                                      metadata=meta("synthetic backend: seconds per simulated round"))
     threads: int = field(default=8, metadata=meta("RPC threads (calls are short)"))
+    policy: OperatorPolicy = field(default_factory=OperatorPolicy, metadata=meta(
+        "what studies may use: trainer endpoints, trial functions, storage, study files"))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -52,10 +55,11 @@ class OptimizerServerConfig(ListenConfig):
 
 
 def default_backend_factory(config: OptimizerServerConfig) -> BackendFactory:
-    """Backends per study for the configured kind (one synthetic trainer shared by all)."""
+    """Backends per study for the configured kind, from the operator's policy only (one
+    synthetic trainer shared by all)."""
     synthetic = SyntheticBackend(delay_s=config.synthetic_delay_s) \
         if config.backend == "synthetic" else None
-    return lambda cfg: backends_for(cfg, config.backend, synthetic=synthetic)
+    return lambda cfg: config.policy.backends(cfg, config.backend, synthetic=synthetic)
 
 
 class OptimizerServer(ServiceServer):
@@ -66,7 +70,8 @@ class OptimizerServer(ServiceServer):
                          thread_prefix="optimizer-rpc")
         self.config: OptimizerServerConfig = config
         self.manager = manager
-        self.servicer = OptimizerServicer(manager=manager)
+        self.servicer = OptimizerServicer(manager=manager, policy=config.policy,
+                                          backend=config.backend)
         optimizer_pb2_grpc.add_OptimizerServiceServicer_to_server(self.servicer, self._server)
         self._stopped = False
 
@@ -75,6 +80,14 @@ class OptimizerServer(ServiceServer):
         port = super().start()
         log.info("optimizer service listening on %s (backend %s, %s)", self.address,
                  self.config.backend, self.config.security)
+        for line in self.config.policy.describe():
+            log.info("allowed: %s", line)
+        if self.config.backend == "grpc" and not self.config.policy.endpoints:
+            log.warning("no --trainer-endpoint: studies started here cannot run trials")
+        for endpoint in self.config.policy.endpoints:
+            if not endpoint.tls and endpoint.token() and not _loopback(endpoint.address):
+                log.warning("the trainer token goes to %s in plaintext: give it ,ca=PEM or ,tls",
+                            endpoint.address)
         return port
 
     def stop(self, grace: float | None = 5.0) -> None:
@@ -90,6 +103,11 @@ class OptimizerServer(ServiceServer):
                 self.manager.stop(st.name, wait=True)
         super().stop(grace=grace)
         log.info("optimizer service stopped")
+
+
+def _loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def create_server(config: OptimizerServerConfig, *, manager: StudyManager | None = None,

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from optimizer.science.synthetic import Landscape, default_optimum, noise_seed, simulate
+from optimizer.study.endpoints import TrainerEndpoint
 from trainer.contract import (
     RoundEvent,
     TrialEvent,
@@ -248,9 +249,13 @@ def _backend_error(endpoint: str, exc: BaseException) -> BaseException:
     return BackendError(f"{endpoint}: {type(exc).__name__}: {exc}")
 
 
-def make_backends(kind: str, *, endpoints: Sequence[str], workers: int, function: str = "",
-                  synthetic: SyntheticBackend | None = None) -> list[TrialBackend]:
-    """One backend per concurrent trial slot: per endpoint for gRPC, ``workers`` otherwise."""
+def make_backends(kind: str, *, endpoints: Sequence[TrainerEndpoint], workers: int,
+                  function: str = "", synthetic: SyntheticBackend | None = None) -> list[TrialBackend]:
+    """One backend per concurrent trial slot: per endpoint for gRPC, ``workers`` otherwise.
+
+    ``endpoints`` and ``function`` must already be ones the operator allows (the server's
+    ``OperatorPolicy`` resolves them); each endpoint's TLS settings and token go with it.
+    """
     if kind == "synthetic":
         shared = synthetic or SyntheticBackend()
         return [shared] * max(workers, len(endpoints), 1)
@@ -264,5 +269,6 @@ def make_backends(kind: str, *, endpoints: Sequence[str], workers: int, function
         if not endpoints:
             raise ConfigError("trainer.endpoints", "is empty; --backend grpc needs at least one",
                               accepted='e.g. ["127.0.0.1:50051"]')
-        return [GrpcBackend(e) for e in endpoints]
+        return [GrpcBackend(e.address, token=e.token(), tls=e.tls,
+                            root_certificates=e.root_certificates()) for e in endpoints]
     raise ConfigError("backend", f"unknown backend {kind!r}", accepted=", ".join(BACKEND_KINDS))

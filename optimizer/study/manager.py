@@ -7,6 +7,7 @@ halts them gracefully, and every reply is a dataclass to map onto a message).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -19,7 +20,9 @@ from optimizer.science import answer as answer_mod
 from optimizer.science.verification import Lift
 from optimizer.study import storage as store
 from optimizer.study.backends import SyntheticBackend, TrialBackend, make_backends
+from optimizer.study.endpoints import TrainerEndpoint
 from optimizer.study.runner import RunOutcome, StudyRunner, trial_summary
+from optimizer.study.storageurl import clip, redact, sqlite_path
 from optimizer.study.studyfile import StudyConfig
 from optimizer.study.verify import stored_lift
 from trainer.errors import ConfigError
@@ -52,11 +55,43 @@ class StudyStatus:
 BackendFactory = Callable[[StudyConfig], Sequence[TrialBackend]]
 
 
-def backends_for(cfg: StudyConfig, kind: str, *,
-                 synthetic: SyntheticBackend | None = None) -> list[TrialBackend]:
+def backends_for(cfg: StudyConfig, kind: str, *, synthetic: SyntheticBackend | None = None,
+                 endpoints: Sequence[TrainerEndpoint] | None = None) -> list[TrialBackend]:
+    """The study's backends for a runner its operator starts (``scalefed study run``).
+
+    The study file is the operator's own here, so its endpoints are dialled as written
+    (plaintext, $SCALEFED_TRAINER_TOKEN) unless ``endpoints`` (with TLS settings) replace them.
+    """
     t = cfg.trainer
-    return make_backends(kind, endpoints=t.endpoints, workers=t.workers, function=t.function,
+    if endpoints is None:
+        endpoints = [TrainerEndpoint(address=a) for a in t.endpoints]
+    return make_backends(kind, endpoints=endpoints, workers=t.workers, function=t.function,
                          synthetic=synthetic)
+
+
+def definition_difference(known: StudyConfig, new: StudyConfig) -> str | None:
+    """The first field (dotted) where two definitions of one study differ, or None.
+
+    ``n_trials`` (the budget grows on resume) and ``source`` (where the text came from)
+    may differ: everything else is the study's definition.
+    """
+    for f in dataclasses.fields(StudyConfig):
+        old, now = getattr(known, f.name), getattr(new, f.name)
+        if f.name in ("n_trials", "source") or old == now:
+            continue
+        if dataclasses.is_dataclass(old) and not isinstance(old, type):
+            for sub in dataclasses.fields(old):
+                if getattr(old, sub.name) != getattr(now, sub.name):
+                    return f"{f.name}.{sub.name}"
+        return f.name
+    return None
+
+
+def _value_of(cfg: StudyConfig, dotted: str) -> Any:
+    value: Any = cfg
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
 
 
 def run_study(cfg: StudyConfig, backends: Sequence[TrialBackend], *, resume: bool,
@@ -108,6 +143,17 @@ def study_status(cfg: StudyConfig, *, with_answer: bool = True) -> StudyStatus:
     return StudyStatus(name=cfg.name, storage=cfg.storage_url, running=False, distributions=dists)
 
 
+def is_stored(cfg: StudyConfig) -> bool:
+    """Whether any of the study's distributions is in its storage.
+
+    A SQLite file that does not exist is not opened (opening would create it).
+    """
+    path = sqlite_path(cfg.storage_url)
+    if path is not None and not path.exists():
+        return False
+    return bool(store.existing_studies(cfg, store.open_storage(cfg.storage_url)))
+
+
 def completed_trials(cfg: StudyConfig, label: str) -> list[FrozenTrial]:
     storage = store.open_storage(cfg.storage_url)
     study = store.create_or_load(cfg, cfg.distribution(label), storage, must_exist=True)
@@ -130,12 +176,18 @@ class StudyManager:
         self._errors: dict[str, BaseException] = {}
 
     def start(self, cfg: StudyConfig, *, resume: bool = False) -> StudyStatus:
-        """Start (or resume) a study in the background. Errors in the config raise now."""
+        """Start (or resume) a study in the background. Errors in the config raise now.
+
+        Nothing is registered unless the study starts: a refused definition, backend or
+        storage leaves the manager as it was.
+        """
         with self._lock:
+            self.check_identity(cfg)
             if self._is_running(cfg.name):
                 raise ConfigError("name", f"study {cfg.name!r} is already running",
                                   accepted="a study that is not running")
             backends = list(self._factory(cfg))
+            store.open_storage(cfg.storage_url)  # a storage that cannot open fails here
             halt = threading.Event()
             thread = threading.Thread(target=self._run, args=(cfg, backends, resume, halt),
                                       name=f"study-{cfg.name}", daemon=True)
@@ -144,6 +196,21 @@ class StudyManager:
             self._threads[cfg.name] = thread
             thread.start()
         return self.get(cfg.name, with_answer=False)
+
+    def check_identity(self, cfg: StudyConfig) -> None:
+        """A known name keeps its storage and definition: another one is a ConfigError."""
+        known = self._configs.get(cfg.name)
+        if known is None:
+            return
+        if known.storage_url != cfg.storage_url:
+            raise ConfigError("storage", f"study {cfg.name!r} is stored in "
+                              f"{redact(known.storage_url)} on this server",
+                              accepted=f"{redact(known.storage_url)}, or a new study name")
+        diff = definition_difference(known, cfg)
+        if diff is not None:
+            raise ConfigError(diff, f"differs from study {cfg.name!r} as this server runs it; "
+                              "a study's definition cannot change",
+                              accepted=f"{clip(repr(_value_of(known, diff)))}, or a new study name")
 
     def resume(self, cfg: StudyConfig) -> StudyStatus:
         return self.start(cfg, resume=True)
@@ -166,7 +233,19 @@ class StudyManager:
         return self.get(cfg.name, with_answer=False)
 
     def list(self) -> list[StudyStatus]:
-        return [self.get(name, with_answer=False) for name in sorted(self._configs)]
+        return [self.get(name, with_answer=False) for name in self.names()]
+
+    def names(self) -> tuple[str, ...]:
+        """The names of the studies this manager knows, sorted."""
+        with self._lock:
+            return tuple(sorted(self._configs))
+
+    def config(self, name: str) -> StudyConfig:
+        """The definition of a known study (ConfigError on field ``study`` otherwise)."""
+        return self._config(name)
+
+    def is_running(self, name: str) -> bool:
+        return self._is_running(name)
 
     def get(self, name: str, *, with_answer: bool = True) -> StudyStatus:
         cfg = self._config(name)
@@ -182,8 +261,12 @@ class StudyManager:
         return self._errors.get(name)
 
     def register(self, cfg: StudyConfig) -> None:
-        """Make an existing (e.g. finished) study known without running it."""
+        """Make an existing (e.g. finished) study known without running it.
+
+        The same definition again is a no-op; another one under a known name is refused.
+        """
         with self._lock:
+            self.check_identity(cfg)
             self._configs.setdefault(cfg.name, cfg)
 
     def _is_running(self, name: str) -> bool:
@@ -192,6 +275,9 @@ class StudyManager:
 
     def _config(self, name: str) -> StudyConfig:
         if name not in self._configs:
-            raise ConfigError("study", f"unknown study {name!r}",
-                              accepted=", ".join(sorted(self._configs)) or "none registered")
+            known = sorted(self._configs)
+            listed = ", ".join(known[:20]) + (f" and {len(known) - 20} more" if len(known) > 20
+                                              else "")
+            raise ConfigError("study", f"unknown study {clip(repr(name))}",
+                              accepted=listed or "none registered")
         return self._configs[name]

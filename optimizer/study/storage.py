@@ -14,7 +14,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -26,6 +25,7 @@ from optimizer.science import space as space_mod
 from optimizer.science.answer import Answer, compute_answer
 from optimizer.science.noise import NoiseEstimate, estimate_noise, per_problem_scores
 from optimizer.science.surrogate import Observation
+from optimizer.study.storageurl import redact, refuse_non_database, sqlite_path
 from optimizer.study.studyfile import DistributionSpec, StudyConfig
 from trainer.errors import ConfigError
 
@@ -36,10 +36,15 @@ STOPPED_ATTR = "scalefed:stopped"  # set (with the reason) when the stop rule en
 
 
 def open_storage(url: str) -> RDBStorage:
-    """An RDBStorage for ``url``; creates the directory of a SQLite file."""
+    """An RDBStorage for ``url``; creates the directory of a SQLite file.
+
+    An existing file that is not a SQLite database is refused, never turned into one.
+    (Which URLs a server may open at all is ``optimizer.service.policy``'s decision.)
+    """
     engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///"):])
+    path = sqlite_path(url)
+    if path is not None:
+        refuse_non_database(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Several threads (and maybe processes) write: wait on the file lock, don't fail.
         engine_kwargs["connect_args"] = {"timeout": 60}
@@ -54,7 +59,7 @@ def open_storage(url: str) -> RDBStorage:
             # start together on an empty database collide once, then find the schema there.
             error = exc
             time.sleep(0.2 * (attempt + 1))
-    raise ConfigError("storage", f"cannot open {url!r}: {error}",
+    raise ConfigError("storage", f"cannot open {redact(url)!r}: {error}",
                       accepted="a reachable sqlite:/// or postgresql:// URL") from error
 
 

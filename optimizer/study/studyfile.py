@@ -9,19 +9,40 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from optimizer.science.space import ParamSpec
+from optimizer.study.limits import (
+    HEARTBEAT_RANGE,
+    LEASE_RANGE,
+    MAX_DISTRIBUTIONS,
+    MAX_LIST_ITEMS,
+    MAX_NAME_LEN,
+    MAX_PARAMS,
+    MAX_RETRIES,
+    MAX_SEED,
+    MAX_STARTUP_TRIALS,
+    MAX_STRING_LEN,
+    MAX_TIMEOUT_S,
+    MAX_TRIALS,
+    MAX_WORKERS,
+    decode_toml,
+    in_range,
+)
+from optimizer.study.storageurl import clip
 from trainer.contract import TrialSpec
 from trainer.errors import ConfigError
 from trainer.helptext import meta
 
 DISTRIBUTION_KINDS: tuple[str, ...] = ("iid", "dirichlet", "natural")
 SAMPLER_KINDS: tuple[str, ...] = ("surrogate", "optuna-gp")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_NAME_ACCEPTED = (f"1-{MAX_NAME_LEN} letters, digits, '.', '_' or '-', starting with a letter "
+                  "or digit (no '/', no spaces)")
 STORAGE_SCHEMES: tuple[str, ...] = ("sqlite:///", "postgresql://", "postgresql+psycopg2://")
 # Set per study by the distribution list and the seed policy, never by the profile.
 _RESERVED_PROFILE_KEYS = frozenset({"distribution", "alpha"})
@@ -140,11 +161,15 @@ def load_study_file(path: str | Path) -> StudyConfig:
     p = Path(path)
     if not p.is_file():
         raise ConfigError("study_file", f"no such file {str(p)!r}", accepted="a readable .toml file")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("study_file", f"{p}: invalid TOML: {exc}", accepted="TOML 1.0") from exc
-    return parse_study(data, source=str(p))
+    return parse_study_text(p.read_bytes(), source=str(p), field="study_file")
+
+
+def parse_study_text(text: str | bytes, *, source: str, field: str) -> StudyConfig:
+    """Decode and validate a study file's text; errors about the text itself name ``field``.
+
+    Bounded before anything is parsed (see ``optimizer.study.limits.decode_toml``).
+    """
+    return parse_study(decode_toml(text, field=field, source=source), source=source)
 
 
 def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
@@ -152,7 +177,7 @@ def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None
         raise ConfigError(where, f"must be a table, got {type(table).__name__}", accepted="a table")
     for key in table:
         if key not in allowed:
-            name = f"{where}.{key}" if where else key
+            name = f"{where}.{clip(key, 80)}" if where else clip(key, 80)
             raise ConfigError(name, "unknown key", accepted=", ".join(sorted(allowed)))
 
 
@@ -160,9 +185,15 @@ def _typed(value: Any, kind: type | tuple[type, ...], where: str, accepted: str)
     if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
         raise ConfigError(where, f"must be {accepted}, got {value!r}", accepted=accepted)
     if not isinstance(value, kind):
-        raise ConfigError(where, f"must be {accepted}, got {value!r}", accepted=accepted)
+        raise ConfigError(where, f"must be {accepted}, got {clip(repr(value))}", accepted=accepted)
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(where, f"must be finite, got {value!r}", accepted=accepted)
+    if isinstance(value, str) and len(value) > MAX_STRING_LEN:
+        raise ConfigError(where, f"is {len(value)} characters long",
+                          accepted=f"{accepted} of at most {MAX_STRING_LEN} characters")
+    if isinstance(value, list) and len(value) > MAX_LIST_ITEMS:
+        raise ConfigError(where, f"has {len(value)} items",
+                          accepted=f"{accepted}, at most {MAX_LIST_ITEMS} items")
     return value
 
 
@@ -188,16 +219,10 @@ def _build(cls: type, table: Any, where: str) -> Any:
     return cls(**kwargs)
 
 
-def _positive(value: float, where: str, *, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(where, f"must be {'>= 0' if allow_zero else '> 0'}, got {value}",
-                          accepted="[0, inf)" if allow_zero else "(0, inf)")
-
-
 def parse_distributions(items: Any) -> tuple[DistributionSpec, ...]:
     where = "distributions"
-    if not isinstance(items, list) or not items:
-        raise ConfigError(where, "must be a non-empty list of tables",
+    if not isinstance(items, list) or not items or len(items) > MAX_DISTRIBUTIONS:
+        raise ConfigError(where, f"must be a non-empty list of at most {MAX_DISTRIBUTIONS} tables",
                           accepted='e.g. [{kind="iid"}, {kind="dirichlet", alpha=0.1}]')
     out: list[DistributionSpec] = []
     for i, item in enumerate(items):
@@ -205,14 +230,14 @@ def parse_distributions(items: Any) -> tuple[DistributionSpec, ...]:
         _check_keys(item, {"kind", "alpha"}, here)
         kind = item.get("kind")
         if kind not in DISTRIBUTION_KINDS:
-            raise ConfigError(f"{here}.kind", f"unknown kind {kind!r}",
+            raise ConfigError(f"{here}.kind", f"unknown kind {clip(repr(kind))}",
                               accepted=", ".join(DISTRIBUTION_KINDS))
         alpha = item.get("alpha")
         if kind == "dirichlet":
             if alpha is None:
                 raise ConfigError(f"{here}.alpha", "is required for dirichlet", accepted="(0, inf)")
             alpha = float(_typed(alpha, (int, float), f"{here}.alpha", "a number > 0"))
-            _positive(alpha, f"{here}.alpha")
+            in_range(alpha, f"{here}.alpha", 0.0, 1e6, low_open=True)
         elif alpha is not None:
             raise ConfigError(f"{here}.alpha", f"only applies to dirichlet, not {kind}",
                               accepted="omit it")
@@ -261,8 +286,8 @@ def parse_param(name: str, table: Any) -> ParamSpec:
 
 
 def parse_space(table: Any) -> tuple[ParamSpec, ...]:
-    if not isinstance(table, Mapping) or not table:
-        raise ConfigError("space", "must be a non-empty table of parameters",
+    if not isinstance(table, Mapping) or not table or len(table) > MAX_PARAMS:
+        raise ConfigError("space", f"must be a non-empty table of at most {MAX_PARAMS} parameters",
                           accepted="e.g. [space.scaling_factor] low=0.25 high=4.0 log=true")
     return tuple(parse_param(name, sub) for name, sub in table.items())
 
@@ -302,9 +327,9 @@ def parse_study(data: Mapping[str, Any], *, source: str = "") -> StudyConfig:
            "trainer", "sampler", "stop", "initial_points"}
     _check_keys(data, top, "")
     name = _typed(data.get("name", ""), str, "name", "a non-empty string")
-    if not name or "/" in name or name.strip() != name:
-        raise ConfigError("name", f"invalid study name {name!r}",
-                          accepted="non-empty, no '/', no surrounding spaces")
+    if len(name) > MAX_NAME_LEN or not _NAME_RE.fullmatch(name):
+        raise ConfigError("name", f"invalid study name {clip(repr(name), 80)}",
+                          accepted=_NAME_ACCEPTED)
     space = parse_space(data.get("space"))
     cfg = StudyConfig(
         name=name,
@@ -357,29 +382,35 @@ def parse_initial_points(items: Any, space: tuple[ParamSpec, ...]) -> tuple[dict
 
 
 def _validate_numbers(cfg: StudyConfig) -> None:
-    if cfg.n_trials < 1:
-        raise ConfigError("n_trials", f"must be >= 1, got {cfg.n_trials}", accepted=">= 1")
+    """Every size and time within its bounds; lease_s > 2 x heartbeat_s."""
+    in_range(cfg.n_trials, "n_trials", 1, MAX_TRIALS)
+    in_range(cfg.seed, "seed", 0, MAX_SEED)
     t = cfg.trainer
-    if t.workers < 1:
-        raise ConfigError("trainer.workers", f"must be >= 1, got {t.workers}", accepted=">= 1")
-    if t.max_retries < 0:
-        raise ConfigError("trainer.max_retries", f"must be >= 0, got {t.max_retries}",
-                          accepted=">= 0")
-    for key in ("timeout_s", "heartbeat_s", "lease_s"):
-        _positive(getattr(t, key), f"trainer.{key}")
-    if t.lease_s < 2 * t.heartbeat_s:
-        raise ConfigError("trainer.lease_s", f"must be >= 2 x heartbeat_s ({2 * t.heartbeat_s})",
-                          accepted=f">= {2 * t.heartbeat_s}")
+    in_range(t.workers, "trainer.workers", 1, MAX_WORKERS)
+    in_range(t.max_retries, "trainer.max_retries", 0, MAX_RETRIES)
+    in_range(t.timeout_s, "trainer.timeout_s", 0.0, MAX_TIMEOUT_S, low_open=True)
+    in_range(t.heartbeat_s, "trainer.heartbeat_s", *HEARTBEAT_RANGE)
+    in_range(t.lease_s, "trainer.lease_s", *LEASE_RANGE)
+    # A lease must outlive two missed heartbeats, or every healthy trial is reaped.
+    if t.lease_s <= 2 * t.heartbeat_s:
+        raise ConfigError("trainer.lease_s", f"must be > 2 x heartbeat_s ({2 * t.heartbeat_s:g}), "
+                          f"got {t.lease_s:g}",
+                          accepted=f"({2 * t.heartbeat_s:g}, {LEASE_RANGE[1]:g}]")
     if t.function and ":" not in t.function:
-        raise ConfigError("trainer.function", f"{t.function!r} has no ':'",
+        raise ConfigError("trainer.function", f"{clip(repr(t.function))} has no ':'",
                           accepted="module.path:callable")
-    if cfg.sampler.n_startup_trials < max(1, len(cfg.initial_points)):
+    startup = cfg.sampler.n_startup_trials
+    low = max(1, len(cfg.initial_points))
+    high = min(cfg.n_trials, MAX_STARTUP_TRIALS)
+    if not low <= startup <= high:
         raise ConfigError("sampler.n_startup_trials",
-                          f"must be >= 1 and >= the {len(cfg.initial_points)} initial_points",
-                          accepted=f">= {max(1, len(cfg.initial_points))}")
-    _positive(cfg.stop.epsilon, "stop.epsilon")
+                          f"must be >= 1 and >= the {len(cfg.initial_points)} initial_points, "
+                          f"and <= n_trials ({cfg.n_trials}) and <= {MAX_STARTUP_TRIALS}; "
+                          f"got {startup}",
+                          accepted=f">= {low} and <= {high}" if low <= high else
+                          f">= {low} with n_trials >= {low}")
+    in_range(cfg.stop.epsilon, "stop.epsilon", 0.0, 1.0, low_open=True)
     if not 0 < cfg.stop.probability < 1:
         raise ConfigError("stop.probability", f"must be in (0, 1), got {cfg.stop.probability}",
                           accepted="(0, 1)")
-    if cfg.stop.min_trials < 1:
-        raise ConfigError("stop.min_trials", "must be >= 1", accepted=">= 1")
+    in_range(cfg.stop.min_trials, "stop.min_trials", 1, MAX_TRIALS)

@@ -22,6 +22,7 @@ from optimizer.service.api import optimizer_pb2 as pb
 from optimizer.service.api import optimizer_pb2_grpc
 from optimizer.service.client import OptimizerClient
 from optimizer.service.errors import StudyNotFoundError, StudyRunningError
+from optimizer.service.policy import OperatorPolicy
 from optimizer.service.server import OptimizerServer, OptimizerServerConfig, create_server
 from optimizer.study.backends import SyntheticBackend
 from optimizer.study.manager import StudyManager, backends_for
@@ -32,9 +33,11 @@ from trainer.service.status import FIELD_KEY, AuthenticationError
 
 pytestmark = pytest.mark.timeout(60)
 SERVICE = "scalefed.v1.OptimizerService"
+ROOT = Path(__file__).resolve().parents[3]
 
 
-def study_toml(name: str, storage: str, *, n_trials: int = 5, extra: str = "") -> str:
+def study_toml(name: str, storage: str, *, n_trials: int = 5, extra: str = "",
+               startup: int = 4) -> str:
     return f'''
 name = "{name}"
 seed = 0
@@ -62,7 +65,7 @@ heartbeat_s = 1.0
 lease_s = 3.0
 
 [sampler]
-n_startup_trials = 4
+n_startup_trials = {startup}
 
 [stop]
 enabled = false
@@ -76,8 +79,11 @@ def _factory(cfg: StudyConfig) -> list[Any]:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[OptimizerServer]:
-    srv = create_server(OptimizerServerConfig(port=0, backend="synthetic"),
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OptimizerServer]:
+    # The operator allows storage and study files under pytest's temporary directory.
+    tmp = tmp_path_factory.getbasetemp()
+    policy = OperatorPolicy(storage_root=tmp, study_dirs=(ROOT / "studies", tmp))
+    srv = create_server(OptimizerServerConfig(port=0, backend="synthetic", policy=policy),
                         manager=StudyManager(backend_factory=_factory))
     srv.start()
     yield srv
@@ -172,7 +178,7 @@ def test_list_and_get_study_report_progress_and_trials(finished: dict[str, Any],
 
 def test_stop_then_resume_by_name(client: OptimizerClient, tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'slow.db'}"
-    text = study_toml("slow-stop", storage, n_trials=3)
+    text = study_toml("slow-stop", storage, n_trials=3, startup=3)  # n_startup_trials <= n_trials
     client.start_study(study_toml=text)
     assert wait_until(lambda: client.get_study("slow-stop").distributions[0].complete >= 1)
     with pytest.raises(StudyRunningError, match="already running"):

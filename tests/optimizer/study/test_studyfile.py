@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from optimizer.study.studyfile import load_study_file, parse_study
+from optimizer.study.limits import MAX_DEPTH, MAX_TEXT_BYTES
+from optimizer.study.studyfile import load_study_file, parse_study, parse_study_text
 from trainer.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -66,7 +67,7 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
     ("profile.samples", 3, "profile.samples", ">= k"),
     ("profile.sampels", 3, "profile.sampels", "samples"),
     ("profile.scaling_factor", 1.0, "profile.scaling_factor", "one place"),
-    ("trainer.timeout_s", -5, "trainer.timeout_s", "(0, inf)"),
+    ("trainer.timeout_s", -5, "trainer.timeout_s", "(0, 604800]"),  # bounded since issue 10
     ("trainer.endpoint", ["a:1"], "trainer.endpoint", "endpoints"),
     ("trainer.function", "nocolon", "trainer.function", "module.path:callable"),
     ("stop.probability", 1.5, "stop.probability", "(0, 1)"),
@@ -137,3 +138,81 @@ def test_more_initial_points_than_startup_trials_is_an_error() -> None:
     with pytest.raises(ConfigError) as err:
         parse_study(_with_points([point, point], startup=1))
     assert err.value.field == "sampler.n_startup_trials"
+
+
+# ------------------------------------------------------- bounds (issue 10) ----
+
+
+def _trainer(**values: Any) -> dict[str, Any]:
+    return {**base(), "trainer": values}
+
+
+@pytest.mark.parametrize(("data", "field", "accepted_part"), [
+    ({**base(), "n_trials": 1001}, "n_trials", "<= 1000"),
+    ({**base(), "seed": -1}, "seed", ">= 0"),
+    ({**base(), "seed": 2**31}, "seed", "<= 2147483647"),
+    ({**base(), "n_trials": 10, "sampler": {"n_startup_trials": 11}},
+     "sampler.n_startup_trials", "<= 10"),
+    ({**base(), "n_trials": 1000, "sampler": {"n_startup_trials": 3000}},
+     "sampler.n_startup_trials", "<= 100"),
+    (_trainer(heartbeat_s=0.001, lease_s=0.002), "trainer.heartbeat_s", "[0.1, 600]"),
+    (_trainer(heartbeat_s=1.0, lease_s=1.5), "trainer.lease_s", "[2, 86400]"),
+    (_trainer(heartbeat_s=5.0, lease_s=10.0), "trainer.lease_s", "(10, 86400]"),
+    (_trainer(timeout_s=1e308), "trainer.timeout_s", "(0, 604800]"),
+    (_trainer(workers=65), "trainer.workers", "<= 64"),
+    (_trainer(max_retries=21), "trainer.max_retries", "<= 20"),
+    (_trainer(endpoints=[f"h:{i}" for i in range(65)]), "trainer.endpoints", "at most 64"),
+    (_trainer(function="m:" + "f" * 2000), "trainer.function", "at most 1024"),
+    ({**base(), "storage": "sqlite:///" + "x" * 2000}, "storage", "at most 1024"),
+    ({**base(), "stop": {"min_trials": 10**6}}, "stop.min_trials", "<= 1000"),
+    ({**base(), "stop": {"epsilon": 5.0}}, "stop.epsilon", "(0, 1]"),
+    ({**base(), "name": "x" * 129}, "name", "1-128"),
+    ({**base(), "name": "../x"}, "name", "no '/'"),
+    ({**base(), "name": "a b"}, "name", "no spaces"),
+    ({**base(), "distributions": [{"kind": "dirichlet", "alpha": a} for a in range(1, 18)]},
+     "distributions", "e.g."),
+    ({**base(), "distributions": [{"kind": "dirichlet", "alpha": 1e300}]},
+     "distributions[0].alpha", "(0, 1e+06]"),
+    ({**base(), "space": {**base()["space"], "model": {"choices": [str(i) for i in range(65)]}}},
+     "space.model.choices", "at most 64"),
+])
+def test_every_size_and_time_is_bounded(data: dict[str, Any], field: str,
+                                        accepted_part: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_study(data)
+    assert err.value.field == field, str(err.value)
+    assert accepted_part in (err.value.accepted or ""), str(err.value)
+    assert len(str(err.value)) < 1500  # a long value is never echoed whole
+
+
+def test_bounds_leave_the_limits_themselves_valid() -> None:
+    cfg = parse_study({**base(), "n_trials": 1000, "seed": 2**31 - 1,
+                       "sampler": {"n_startup_trials": 100},
+                       "trainer": {"heartbeat_s": 0.1, "lease_s": 2.0, "timeout_s": 604800.0,
+                                   "workers": 64, "max_retries": 20}})
+    assert cfg.trainer.lease_s == 2.0 and cfg.sampler.n_startup_trials == 100
+
+
+@pytest.mark.parametrize("text", [
+    "a = " + "[" * 5000 + "]" * 5000,
+    "a = " + "{b = " * 3000 + "1" + "}" * 3000,
+    "profile." + ".".join(["x"] * 20000) + " = 1",
+    "a = " + "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1),
+])
+def test_deeply_nested_toml_is_a_config_error(text: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nested too deeply") as err:
+        parse_study_text(text, source="<t>", field="study_toml")
+    assert err.value.field == "study_toml"
+    path = tmp_path / "deep.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="nested too deeply") as err:
+        load_study_file(path)
+    assert err.value.field == "study_file"
+
+
+def test_text_size_is_bounded() -> None:
+    with pytest.raises(ConfigError, match="bytes") as err:
+        parse_study_text("# " + "x" * MAX_TEXT_BYTES, source="<t>", field="study_toml")
+    assert err.value.field == "study_toml"
+    with pytest.raises(ConfigError, match="UTF-8"):
+        parse_study_text(b"\xff\xfe", source="<t>", field="study_file")
