@@ -12,6 +12,7 @@ from typing import Any
 from optimizer.science.synthetic import Landscape
 from optimizer.service import convert
 from optimizer.service.client import OptimizerClient
+from optimizer.service.policy import OperatorPolicy
 from optimizer.service.server import OptimizerServerConfig, create_server
 from optimizer.study.backends import BackendResult, RoundCallback, SyntheticBackend
 from optimizer.study.manager import StudyManager, distribution_status, run_study
@@ -87,8 +88,9 @@ def test_get_best_carries_regions_noise_and_verification_over_grpc(tmp_path: Pat
     run_study(cfg, [SyntheticBackend(landscapes=land)], resume=False)
     verify(cfg, cfg.distributions[0], SyntheticBackend(landscapes=land), replicates=2)
     manager = StudyManager(backend_factory=lambda c: [SyntheticBackend(landscapes=land)])
-    server = create_server(OptimizerServerConfig(port=0, backend="synthetic"), manager=manager,
-                           studies=[cfg])
+    policy = OperatorPolicy(storage_root=tmp_path)  # the operator allows this study's storage
+    server = create_server(OptimizerServerConfig(port=0, backend="synthetic", policy=policy),
+                           manager=manager, studies=[cfg])
     with server, OptimizerClient(server.address) as client:
         reply = client.get_best(cfg.name, "iid")
     local = distribution_status(cfg, "iid")
