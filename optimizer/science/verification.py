@@ -35,6 +35,8 @@ class Lift:
         return len(self.optimum_values)
 
     def describe(self) -> str:
+        if dict(self.optimum) == dict(self.baseline):
+            return f"none: the optimum is FedAvg (s = 1) itself (r={self.replicates})"
         return f"{self.mean:+.3f} [{self.lower:+.3f}, {self.upper:+.3f}] (r={self.replicates})"
 
 
