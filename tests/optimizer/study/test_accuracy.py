@@ -25,7 +25,7 @@ from optimizer.study.studyfile import parse_study
 
 TRUTH = {"iid": (2.8, 0.25), "dirichlet-0.1": (0.35, 0.75)}
 CONSTANT = {"scaling_factor": 1.0, "participation": 0.55}
-SEEDS = range(6)
+SEEDS = range(4)
 
 
 def _within(params: dict[str, Any], truth: tuple[float, float]) -> bool:
