@@ -335,9 +335,15 @@ def _cli_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], *args: str) -
 
 def test_a_corrupt_database_is_one_clear_line(tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "f.db").write_bytes(b"not sqlite at all " * 500)
+    db = tmp_path / "f.db"
+    cfg = small_study(storage=f"sqlite:///{db}")
+    store.create_or_load(cfg, cfg.distributions[0], store.open_storage(cfg.storage_url),
+                         must_exist=False)
+    with open(db, "r+b") as fh:  # a sound header and schema page, damaged table pages
+        fh.seek(2 * 4096)
+        fh.write(bytes(range(256)) * 64)
     line = _cli_error(tmp_path, capsys, "status")
-    assert "corrupt" in line and "not a database" in line
+    assert "corrupt" in line and "malformed" in line
 
 
 def test_read_only_storage_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
