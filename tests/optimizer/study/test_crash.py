@@ -133,9 +133,11 @@ def test_two_runners_share_one_postgres_study(tmp_path: Path, postgres_url: str)
 
 
 def _holds_a_running_trial(storage: str, pid: int) -> bool:
-    """Whether process ``pid`` leases a RUNNING trial (read with sqlite3, as in _states)."""
+    """Whether process ``pid`` leases a RUNNING trial (read with sqlite3, as in _states;
+    read-only, so that polling never creates the file the runner is about to create)."""
     try:
-        with sqlite3.connect(storage[len("sqlite:///"):], timeout=30) as db:
+        with sqlite3.connect(f"file:{storage[len('sqlite:///'):]}?mode=ro", uri=True,
+                             timeout=30) as db:
             rows = db.execute("SELECT a.value_json FROM trials t JOIN trial_system_attributes a "
                               "ON a.trial_id = t.trial_id WHERE t.state = 'RUNNING' "
                               "AND a.key = 'scalefed:owner'").fetchall()

@@ -405,8 +405,8 @@ def _until(check: Any, what: str, timeout: float = 60.0) -> None:
 
 
 def _states(db: Path, study_name: str) -> list[str]:
-    try:
-        with sqlite3.connect(db, timeout=30) as con:
+    try:  # read-only: polling must not create the file before the runner does
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as con:
             rows = con.execute("SELECT t.state FROM trials t JOIN studies s ON s.study_id = "
                                "t.study_id WHERE s.study_name = ?", (study_name,)).fetchall()
     except sqlite3.OperationalError:  # the runner is still creating the schema
