@@ -40,6 +40,13 @@ class BackendError(ScalefedError):
     """The trainer died, was unreachable or returned garbage: the trial fails and is retried."""
 
 
+class TrialNotStartedError(BackendError):
+    """The trainer never started the trial (it stayed busy or went away before accepting it).
+
+    The runner re-queues the trial without using one of its retries: nothing ran.
+    """
+
+
 @dataclass(frozen=True, kw_only=True)
 class BackendResult:
     """What the optimizer needs from one finished trial."""
@@ -54,7 +61,12 @@ class BackendResult:
 
 
 class TrialBackend(Protocol):
-    """Runs one trial; must poll ``cancel`` and raise TrialCancelledError when it is set."""
+    """Runs one trial; must poll ``cancel`` and raise TrialCancelledError when it is set.
+
+    A backend that can be down (a remote worker) may also have ``unavailable() -> str |
+    None``: the runner asks it before taking a trial and, while it answers a reason,
+    waits with backoff instead of sending trials that would fail.
+    """
 
     name: str
 
@@ -153,15 +165,26 @@ class InProcessBackend:
                              correct=tuple(result.correct), record=dict(result.record))
 
 
+# gRPC's own reconnect backoff grows to 120 s: after a long outage, calls would fail fast
+# for up to two minutes after the worker is back. Keep it near the runner's probe backoff.
+RECONNECT_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.min_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 4000),
+)
+
+
 class GrpcBackend:
     """A remote trainer service at ``endpoint`` (one ``TrainerClient`` per endpoint).
 
-    Errors become what the runner expects: a lost connection, an expired deadline, a
-    worker that failed (INTERNAL) or stayed busy become ``BackendError`` (the trial fails
-    and is retried); CANCELLED is ``TrialCancelledError``; INVALID_ARGUMENT, an unknown
-    model or a refused token are ``ConfigError`` (the study's definition is wrong, so the
-    run stops instead of burning retries). A worker at capacity started nothing, so the
-    trial is re-sent to it with backoff for up to ``busy_wait_s`` seconds.
+    Errors become what the runner expects: a lost connection, an expired deadline or a
+    worker that failed (INTERNAL) become ``BackendError`` (the trial fails and uses a
+    retry); CANCELLED is ``TrialCancelledError``; INVALID_ARGUMENT, an unknown model or a
+    refused token are ``ConfigError`` (the study's definition is wrong, so the run stops
+    instead of burning retries). A worker that is down, draining or full is reported by
+    ``unavailable()`` so the runner waits for it before sending a trial; a worker at
+    capacity started nothing, so the trial is re-sent with backoff for up to
+    ``busy_wait_s`` seconds, then handed back unstarted (``TrialNotStartedError``).
     """
 
     def __init__(self, endpoint: str, *, token: str | None = None, tls: bool = False,
@@ -179,7 +202,31 @@ class GrpcBackend:
         # Without an explicit token, use the one `scalefed trainer serve` reads too.
         token = token if token is not None else (os.environ.get(TRAINER_TOKEN_ENV) or None)
         self._client = TrainerClient(endpoint, token=token, tls=tls,
-                                     root_certificates=root_certificates, retries=retries)
+                                     root_certificates=root_certificates, retries=retries,
+                                     options=RECONNECT_OPTIONS)
+
+    def unavailable(self) -> str | None:
+        """Why the worker cannot take a trial now (down, draining, full), or None if it can.
+
+        A refused token raises ``ConfigError``; any other trouble answers None, so that
+        the trial itself reports it (and is retried as usual).
+        """
+        from trainer.service.status import TrialDeadlineExceededError, WorkerUnavailableError
+
+        try:
+            info = self._client.get_info()
+        except (WorkerUnavailableError, TrialDeadlineExceededError) as exc:
+            return f"unreachable ({exc})"
+        except Exception as exc:  # mapped like a trial's error
+            error = _backend_error(self.name, exc)
+            if isinstance(error, ConfigError):
+                raise error from exc
+            return None
+        if info.draining:
+            return "draining"
+        if info.busy >= info.capacity:
+            return f"busy ({info.busy} of {info.capacity} trials)"
+        return None
 
     def run(self, params: Mapping[str, Any], *, on_round: RoundCallback | None = None,
             cancel: threading.Event | None = None) -> BackendResult:
@@ -195,8 +242,8 @@ class GrpcBackend:
                 break
             except CapacityError as exc:
                 if time.monotonic() + delay > deadline:
-                    raise BackendError(f"{self.name}: still busy after {self._busy_wait_s:g} s: "
-                                       f"{exc}") from exc
+                    raise TrialNotStartedError(f"{self.name}: still busy after "
+                                               f"{self._busy_wait_s:g} s: {exc}") from exc
                 if cancel is not None and cancel.wait(delay):
                     raise TrialCancelledError(f"{self.name}: cancelled while waiting") from exc
                 if cancel is None:

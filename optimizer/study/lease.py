@@ -12,6 +12,12 @@ none exists yet and *before* the failed trial is marked FAIL, and marking FAIL
 is the storage's atomic compare-and-set (only one process wins). A crash between
 the two steps leaves a RUNNING trial that is reaped later without a second copy.
 Machines sharing a study need synchronised clocks (NTP); ``lease_s`` absorbs skew.
+
+A reaped trial lost its *runner* (killed, crashed, its machine gone), which says
+nothing about its parameters, so its retry keeps the attempt count: only a failed
+trial run consumes a retry. The retry counts the runners lost instead
+(``lost_runners``), and a parameter set whose runners keep dying - an in-process
+trial that runs the runner out of memory - is given up after ``MAX_LOST_RUNNERS``.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from optimizer.study.faults import describe, is_storage_error
+
 log = logging.getLogger(__name__)
 
 OWNER_KEY = "scalefed:owner"
@@ -36,6 +44,8 @@ LEASE_KEY = "scalefed:lease"
 RETRY_OF = "retry_of"  # number of the first attempt of this parameter set
 ATTEMPT = "attempt"  # 1 for the first attempt; a consumed retry adds one
 REQUEUED_FROM = "requeued_from"  # the failed trial this one replaces
+LOST_RUNNERS = "lost_runners"  # runners that died holding this parameter set
+MAX_LOST_RUNNERS = 25
 
 
 def _proc_start(pid: int) -> str:
@@ -95,8 +105,13 @@ class Lease:
                 self._renew()
             except UpdateFinishedTrialError:
                 return
-            except Exception:  # a transient DB error must not kill the lease thread
-                log.warning("lease renewal of trial %d failed", self._trial_id, exc_info=True)
+            except Exception as exc:  # a transient DB error must not kill the lease thread
+                if is_storage_error(exc):  # one line per heartbeat, not a traceback
+                    log.warning("lease renewal of trial %d failed: %s", self._trial_id,
+                                describe(exc)[1])
+                else:
+                    log.warning("lease renewal of trial %d failed", self._trial_id,
+                                exc_info=True)
 
     def stop(self) -> None:
         self._stop.set()
@@ -119,21 +134,30 @@ def is_stale(trial: FrozenTrial, *, lease_s: float, now: float | None = None) ->
     return stamp is not None and now - float(stamp) > lease_s
 
 
-def retry_attrs(trial: FrozenTrial, *, consume_retry: bool) -> dict[str, Any]:
+def retry_attrs(trial: FrozenTrial, *, consume_retry: bool,
+                lost_runner: bool = False) -> dict[str, Any]:
     attempt = int(trial.user_attrs.get(ATTEMPT, 1))
-    return {
+    attrs: dict[str, Any] = {
         RETRY_OF: int(trial.user_attrs.get(RETRY_OF, trial.number)),
         ATTEMPT: attempt + 1 if consume_retry else attempt,
         REQUEUED_FROM: trial.number,
     }
+    lost = int(trial.user_attrs.get(LOST_RUNNERS, 0)) + int(lost_runner)
+    if lost:
+        attrs[LOST_RUNNERS] = lost
+    return attrs
 
 
 def requeue_once(study: optuna.Study, trial: FrozenTrial, *, consume_retry: bool,
-                 max_retries: int) -> bool:
+                 max_retries: int, lost_runner: bool = False) -> bool:
     """Enqueue a retry of ``trial`` unless one exists or its retries are used up."""
-    attrs = retry_attrs(trial, consume_retry=consume_retry)
+    attrs = retry_attrs(trial, consume_retry=consume_retry, lost_runner=lost_runner)
     if consume_retry and attrs[ATTEMPT] > max_retries + 1:
         log.warning("trial %d: retries exhausted (%d attempts)", trial.number, attrs[ATTEMPT] - 1)
+        return False
+    if attrs.get(LOST_RUNNERS, 0) > MAX_LOST_RUNNERS:
+        log.warning("trial %d: %d runners died holding these parameters; giving them up",
+                    trial.number, attrs[LOST_RUNNERS])
         return False
     for other in study.get_trials(deepcopy=False):
         if other.user_attrs.get(REQUEUED_FROM) == trial.number:
@@ -144,14 +168,16 @@ def requeue_once(study: optuna.Study, trial: FrozenTrial, *, consume_retry: bool
 
 def fail_and_requeue(study: optuna.Study, trial: FrozenTrial, *, consume_retry: bool,
                      max_retries: int, storage: BaseStorage,
-                     user_attrs: Mapping[str, Any] | None = None) -> bool:
+                     user_attrs: Mapping[str, Any] | None = None,
+                     lost_runner: bool = False) -> bool:
     """Re-queue first, then mark FAIL (atomic). Returns whether this call failed the trial."""
     for key, value in (user_attrs or {}).items():
         try:
             storage.set_trial_user_attr(trial._trial_id, key, value)
         except UpdateFinishedTrialError:
             return False
-    requeue_once(study, trial, consume_retry=consume_retry, max_retries=max_retries)
+    requeue_once(study, trial, consume_retry=consume_retry, max_retries=max_retries,
+                 lost_runner=lost_runner)
     try:
         return storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
     except UpdateFinishedTrialError:
@@ -162,13 +188,15 @@ def reap_stale(study: optuna.Study, storage: BaseStorage, *, lease_s: float,
                max_retries: int) -> list[int]:
     """Fail every stale RUNNING trial and re-queue its parameters. Returns their numbers.
 
-    A lost runner is a crash of the trainer or the optimizer, so it consumes a retry.
+    A lost runner is not the parameters' fault: the retry keeps the attempt count and
+    counts the lost runner instead (see the module docstring).
     """
     reaped = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if is_stale(trial, lease_s=lease_s):
             log.warning("trial %d: lease expired, failing and re-queueing it", trial.number)
-            if fail_and_requeue(study, trial, consume_retry=True, max_retries=max_retries,
-                                storage=storage, user_attrs={"fail_reason": "lease expired"}):
+            if fail_and_requeue(study, trial, consume_retry=False, max_retries=max_retries,
+                                storage=storage, user_attrs={"fail_reason": "lease expired"},
+                                lost_runner=True):
                 reaped.append(trial.number)
     return reaped

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
@@ -25,6 +25,8 @@ from optimizer.science import space as space_mod
 from optimizer.science.answer import Answer, compute_answer
 from optimizer.science.noise import NoiseEstimate, estimate_noise, per_problem_scores
 from optimizer.science.surrogate import Observation
+from optimizer.study.faults import describe
+from optimizer.study.seeding import PerTrialSeeded
 from optimizer.study.storageurl import redact, refuse_non_database, sqlite_path
 from optimizer.study.studyfile import DistributionSpec, StudyConfig
 from trainer.errors import ConfigError
@@ -59,28 +61,36 @@ def open_storage(url: str) -> RDBStorage:
             # start together on an empty database collide once, then find the schema there.
             error = exc
             time.sleep(0.2 * (attempt + 1))
-    raise ConfigError("storage", f"cannot open {redact(url)!r}: {error}",
+    why = describe(error)[1] if error is not None else "unknown error"
+    raise ConfigError("storage", f"cannot open {redact(url)!r}: {why}",
                       accepted="a reachable sqlite:/// or postgresql:// URL") from error
 
 
 def make_sampler(cfg: StudyConfig, index: int) -> optuna.samplers.BaseSampler:
-    """The study's sampler, seeded per distribution.
+    """The study's sampler, seeded per distribution and per trial.
 
     ``optuna-gp`` (the default, by measurement in tests/benchmarks/bench_sampler.py):
     Optuna's GPSampler, which fits one noise level of its own. ``surrogate``: expected
     improvement on the answer's own GP and noise model (``optimizer.study.sampler``).
     Both start once ``n_startup_trials`` trials (the enqueued start-up design) are complete.
+    Each trial gets its own sampler, seeded from its number (``optimizer.study.seeding``),
+    so runner processes sharing the study do not draw the same points.
     """
-    seed = cfg.seed + 1000 * index
+    n_startup = cfg.sampler.n_startup_trials
+    make: Callable[[int], optuna.samplers.BaseSampler]
     if cfg.sampler.kind == "optuna-gp":
-        return optuna.samplers.GPSampler(
-            seed=seed, n_startup_trials=cfg.sampler.n_startup_trials,
-            deterministic_objective=False,  # pass@k is noisy: let the GP fit a noise variance
-            warn_independent_sampling=False)
-    from optimizer.study.sampler import SurrogateSampler
+        def make(seed: int) -> optuna.samplers.BaseSampler:
+            return optuna.samplers.GPSampler(
+                seed=seed, n_startup_trials=n_startup,
+                deterministic_objective=False,  # pass@k is noisy: let the GP fit a noise variance
+                warn_independent_sampling=False)
+    else:
+        from optimizer.study.sampler import SurrogateSampler
 
-    return SurrogateSampler(space=cfg.space, n_startup_trials=cfg.sampler.n_startup_trials,
-                            seed=seed, observations=observations)
+        def make(seed: int) -> optuna.samplers.BaseSampler:
+            return SurrogateSampler(space=cfg.space, n_startup_trials=n_startup, seed=seed,
+                                    observations=observations)
+    return PerTrialSeeded(seed=cfg.seed + 1000 * index, make=make)
 
 
 def fingerprint(cfg: StudyConfig, dist: DistributionSpec) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 import signal
 import sqlite3
 import subprocess
@@ -22,7 +24,7 @@ name = "crash"
 seed = 3
 n_trials = {n_trials}
 storage = "{storage}"
-distributions = [{{ kind = "iid" }}]
+distributions = {distributions}
 [space.scaling_factor]
 low = 0.25
 high = 4.0
@@ -45,9 +47,10 @@ enabled = false
 """
 
 
-def _write(tmp_path: Path, storage: str, n_trials: int) -> Path:
+def _write(tmp_path: Path, storage: str, n_trials: int,
+           distributions: str = '[{ kind = "iid" }]') -> Path:
     path = tmp_path / "crash.toml"
-    path.write_text(STUDY.format(storage=storage, n_trials=n_trials))
+    path.write_text(STUDY.format(storage=storage, n_trials=n_trials, distributions=distributions))
     return path
 
 
@@ -122,3 +125,55 @@ def test_two_runners_share_one_postgres_study(tmp_path: Path, postgres_url: str)
     assert_no_loss_no_duplicate(trials, n_trials=12)
     owners = {t.system_attrs["scalefed:owner"] for t in trials if t.state == TrialState.COMPLETE}
     assert len(owners) == 2, owners  # both processes ran trials of the one study
+    # Proposals made at once from the same data never both run (issue 10, item 10).
+    spans = [(t.datetime_start, t.datetime_complete, t) for t in trials
+             if t.state == TrialState.COMPLETE and t.datetime_start and t.datetime_complete]
+    for (a0, a1, a), (b0, b1, b) in itertools.combinations(spans, 2):
+        assert not (a0 < b1 and b0 < a1 and a.params == b.params), (a.number, b.number, a.params)
+
+
+def _holds_a_running_trial(storage: str, pid: int) -> bool:
+    """Whether process ``pid`` leases a RUNNING trial (read with sqlite3, as in _states;
+    read-only, so that polling never creates the file the runner is about to create)."""
+    try:
+        with sqlite3.connect(f"file:{storage[len('sqlite:///'):]}?mode=ro", uri=True,
+                             timeout=30) as db:
+            rows = db.execute("SELECT a.value_json FROM trials t JOIN trial_system_attributes a "
+                              "ON a.trial_id = t.trial_id WHERE t.state = 'RUNNING' "
+                              "AND a.key = 'scalefed:owner'").fetchall()
+    except sqlite3.OperationalError:  # schema not there yet
+        return False
+    return any(f"|{pid}|" in r[0] for r in rows)
+
+
+def test_twelve_sigkills_each_followed_by_resume_cost_no_trial_and_no_retry(
+        tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/kills.db"
+    study = _write(tmp_path, storage, n_trials=6,
+                   distributions='[{ kind = "iid" }, { kind = "dirichlet", alpha = 0.1 }]')
+    rng = random.Random(12)  # "random" kill times, the same on every run of the test
+    proc = subprocess.Popen(_cli("run", study, "--synthetic-delay", "0.1"), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    for kill in range(12):
+        deadline = time.monotonic() + 120
+        while not _holds_a_running_trial(storage, proc.pid):
+            if proc.poll() is not None:
+                raise AssertionError(f"runner exited before kill {kill + 1}: "
+                                     + (proc.stderr.read().decode() if proc.stderr else ""))
+            assert time.monotonic() < deadline, f"no running trial before kill {kill + 1}"
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 0.3))  # somewhere inside the trial
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc = subprocess.Popen(_cli("resume", study, "--synthetic-delay", "0.1"), cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err.decode()
+    lost = 0
+    for label in ("iid", "dirichlet-0.1"):
+        trials = optuna.load_study(study_name=f"crash/{label}", storage=storage).get_trials()
+        assert_no_loss_no_duplicate(trials, n_trials=6)
+        # A killed runner is not the trial's fault: no kill used up a retry.
+        assert {t.user_attrs.get("attempt", 1) for t in trials} == {1}
+        lost += sum(1 for t in trials if t.user_attrs.get("fail_reason") == "lease expired")
+    assert lost >= 12  # every kill left at least one trial behind, and it was re-run
