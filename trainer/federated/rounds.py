@@ -30,11 +30,13 @@ import numpy as np
 from trainer.contract import RoundEvent, TrialSpec, participants_per_round, planned_rounds
 from trainer.errors import ConfigError, TrialCancelledError
 from trainer.federated.aggregate import server_update, update_norm
+from trainer.federated.cache import cached_partition
 from trainer.federated.local import (
+    BATCHINGS,
     ClientSampler,
     TokenizedExample,
-    collate,
     local_train,
+    make_batch,
     mean_loss,
     tokenize_examples,
 )
@@ -97,7 +99,7 @@ class _Data:
 
 
 def _prepare_data(spec: TrialSpec, examples: Sequence[Example] | None, tokenizer: Any,
-                  *, holdout: int, min_size: int, label_source: str,
+                  *, holdout: int, min_size: int, label_source: str, cache_partition: bool,
                   timings: dict[str, float]) -> _Data:
     from trainer.federated.corpus import example_text, load_corpus, select_examples
 
@@ -118,10 +120,11 @@ def _prepare_data(spec: TrialSpec, examples: Sequence[Example] | None, tokenizer
     held_set = set(held)
     train = [kept[i] for i in range(len(kept)) if i not in held_set]
     start = time.perf_counter()
-    part = make_partition(texts=[example_text(ex) for ex, _ in train],
-                          packages=[ex.package for ex, _ in train],
-                          distribution=spec.distribution, clients=spec.clients, alpha=spec.alpha,
-                          seed=spec.partition_seed, min_size=min_size, label_source=label_source)
+    partition = cached_partition if cache_partition else make_partition
+    part = partition(texts=[example_text(ex) for ex, _ in train],
+                     packages=[ex.package for ex, _ in train],
+                     distribution=spec.distribution, clients=spec.clients, alpha=spec.alpha,
+                     seed=spec.partition_seed, min_size=min_size, label_source=label_source)
     timings["partition_s"] = time.perf_counter() - start
     return _Data(train=[t for _, t in train], holdout=[kept[i][1] for i in held], partition=part)
 
@@ -167,6 +170,7 @@ class _Loop:
     params: dict[str, torch.nn.Parameter]
     data: _Data
     pad_id: int
+    batching: str
     cancel: threading.Event | None
     batches: list[list[int]] | None
     samplers: list[ClientSampler] = field(default_factory=list)
@@ -182,7 +186,8 @@ class _Loop:
             idx = self.samplers[client].batch(spec.batch_size)
             if self.batches is not None:
                 self.batches.append(idx)
-            batches.append(collate([self.data.train[i] for i in idx], self.pad_id))
+            batches.append(make_batch([self.data.train[i] for i in idx],
+                                      batching=self.batching, pad_id=self.pad_id))
         result = local_train(self.model, self.params, batches, learning_rate=spec.learning_rate,
                              fedprox_mu=spec.fedprox_mu, anchor=global_state, cancel=self.cancel)
         self.tokens += result.tokens
@@ -242,7 +247,8 @@ def train_federated(*, loaded: LoadedModel, spec: TrialSpec,
                     on_event: Callable[[RoundEvent], None] | None = None,
                     cancel: threading.Event | None = None, holdout: int = 0,
                     min_client_size: int | None = None, label_source: str = "topic",
-                    progress: bool | None = None, record_batches: bool = False) -> FederatedRun:
+                    progress: bool | None = None, record_batches: bool = False,
+                    batching: str = "packed", cache_partition: bool = True) -> FederatedRun:
     """Federated LoRA training of ``loaded.model`` as ``spec`` says.
 
     ``examples`` defaults to ``load_corpus(spec.corpus)``, capped at
@@ -253,13 +259,22 @@ def train_federated(*, loaded: LoadedModel, spec: TrialSpec,
     ``loaded.model`` generates with the trained adapter; ``run.release()``
     removes it again. On error or cancellation the adapter is removed before
     the exception propagates.
+
+    ``batching`` builds each local step's input (see :mod:`trainer.federated.local`):
+    ``packed`` (one unpadded row) or ``padded`` (the previous loop, the
+    benchmark's baseline); both give the same loss on the same examples.
+    ``cache_partition`` reads and stores the partition and its topic labels
+    by content (:mod:`trainer.federated.cache`).
     """
     import torch
 
+    if batching not in BATCHINGS:
+        raise ValueError(f"unknown batching {batching!r}; accepted: {', '.join(BATCHINGS)}")
     timings: dict[str, float] = {}
     data = _prepare_data(spec, examples, loaded.tokenizer, holdout=holdout,
                          min_size=spec.batch_size if min_client_size is None else min_client_size,
-                         label_source=label_source, timings=timings)
+                         label_source=label_source, cache_partition=cache_partition,
+                         timings=timings)
     log.info("partition\n%s", data.partition.table())
     start = time.perf_counter()
     peft_model = attach_lora(loaded.model, spec)
@@ -267,7 +282,8 @@ def train_federated(*, loaded: LoadedModel, spec: TrialSpec,
         params = _adapter_params(peft_model)
         pad_id = loaded.tokenizer.pad_token_id
         loop = _Loop(spec=spec, model=peft_model, params=params, data=data,
-                     pad_id=0 if pad_id is None else int(pad_id), cancel=cancel,
+                     pad_id=0 if pad_id is None else int(pad_id), batching=batching,
+                     cancel=cancel,
                      batches=[] if record_batches else None,
                      samplers=[ClientSampler(c, seed=spec.seed, client=i)
                                for i, c in enumerate(data.partition.clients)])
