@@ -61,7 +61,7 @@ def test_pack_targets_are_the_padded_labels_shifted() -> None:
     # positions restart per example; the last token of an example never predicts the next
     starts = [0, 40, 49, 76]
     assert [int(packed.position_ids[0, s]) for s in starts] == [0, 0, 0, 0]
-    assert not set(int(k) for k in packed.keep) & {s - 1 for s in starts[1:]}
+    assert not {int(k) for k in packed.keep} & {s - 1 for s in starts[1:]}
 
 
 def _loss_and_grads(model: torch.nn.Module, batching: str) -> tuple[float,
