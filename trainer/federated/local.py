@@ -232,8 +232,7 @@ def local_train(model: Any, params: Mapping[str, torch.nn.Parameter],
     return LocalResult(loss=total_loss / max(len(batches), 1), tokens=tokens, steps=len(batches))
 
 
-def mean_loss(model: Any, examples: Sequence[TokenizedExample], *, pad_id: int,
-              batch_size: int = 8) -> float:
+def mean_loss(model: Any, examples: Sequence[TokenizedExample], *, batch_size: int = 8) -> float:
     """Mean per-token body loss over ``examples`` (the held-out intermediate score)."""
     import torch
 
@@ -242,8 +241,8 @@ def mean_loss(model: Any, examples: Sequence[TokenizedExample], *, pad_id: int,
     count = 0
     with torch.no_grad():
         for start in range(0, len(examples), batch_size):
-            batch = collate(examples[start:start + batch_size], pad_id)
-            n = int((batch["labels"][:, 1:] != -100).sum())
-            total += float(model(**batch).loss) * n
+            batch = pack(examples[start:start + batch_size])
+            n = len(batch.targets)
+            total += float(batch_loss(model, batch)) * n
             count += n
     return total / max(count, 1)

@@ -206,7 +206,7 @@ class _Loop:
         new_state, update = server_update(global_state, states, counts,
                                           scaling_factor=self.spec.scaling_factor)
         _load_state(self.params, new_state)
-        score = (mean_loss(self.model, self.data.holdout, pad_id=self.pad_id)
+        score = (mean_loss(self.model, self.data.holdout)
                  if self.data.holdout else None)
         event = RoundEvent(round=number, total_rounds=total, clients=tuple(chosen),
                            train_loss=float(np.mean(losses)), update_norm=update_norm(update),

@@ -15,6 +15,7 @@ from trainer.federated.local import (
     collate,
     local_train,
     make_batch,
+    mean_loss,
     pack,
 )
 from trainer.federated.rounds import attach_lora
@@ -115,6 +116,18 @@ def test_local_train_same_steps_either_way(peft_model: torch.nn.Module) -> None:
     for name, value in padded_state.items():
         assert not torch.equal(value, start[name])
         torch.testing.assert_close(packed_state[name], value, rtol=1e-4, atol=1e-6)
+
+
+def test_held_out_mean_loss_is_the_token_weighted_padded_loss(peft_model: torch.nn.Module,
+                                                               ) -> None:
+    with torch.no_grad():
+        chunks = [collate(EXAMPLES[:3], pad_id=0), collate(EXAMPLES[3:], pad_id=0)]
+        sums = [float(peft_model(**c).loss) * int((c["labels"][:, 1:] != -100).sum())
+                for c in chunks]
+    counts = [int((c["labels"][:, 1:] != -100).sum()) for c in chunks]
+    expected = sum(sums) / sum(counts)
+    assert mean_loss(peft_model, EXAMPLES, batch_size=3) == pytest.approx(expected, rel=1e-5)
+    peft_model.train()
 
 
 def test_unknown_batching_is_refused() -> None:
