@@ -66,6 +66,7 @@ class FederatedRun:
     examples: int = field(metadata={"help": "training examples after tokenisation"})
     holdout: int = field(metadata={"help": "held-out examples scored each round"})
     timings: dict[str, float]
+    batching: str = field(default="packed", metadata={"help": "how local steps were batched"})
     batches: list[list[int]] | None = None  # only with record_batches=True
 
     def release(self) -> Any:
@@ -82,7 +83,7 @@ class FederatedRun:
         return {
             "rounds": self.rounds, "participants": self.participants,
             "local_steps_total": self.local_steps_total, "tokens": self.tokens,
-            "examples": self.examples, "holdout": self.holdout,
+            "examples": self.examples, "holdout": self.holdout, "batching": self.batching,
             "timings": dict(self.timings), "partition": self.partition.to_record(),
             "per_round": [
                 {"round": e.round, "clients": list(e.clients), "train_loss": e.train_loss,
@@ -302,4 +303,4 @@ def train_federated(*, loaded: LoadedModel, spec: TrialSpec,
                         partition=data.partition, participants=participants, rounds=total,
                         local_steps_total=loop.steps, tokens=loop.tokens,
                         examples=len(data.train), holdout=len(data.holdout), timings=timings,
-                        batches=loop.batches)
+                        batching=batching, batches=loop.batches)

@@ -125,6 +125,7 @@ def test_run_record_holdout_and_fedprox(loaded: LoadedModel) -> None:
     try:
         record = run.to_record()
         assert record["examples"] == 42 and record["holdout"] == 6
+        assert record["batching"] == "packed"
         assert record["partition"]["method"] == "natural"
         assert record["per_round"][0]["intermediate"] is not None
         assert run.local_steps_total == 2 * 2 and run.batches is not None
