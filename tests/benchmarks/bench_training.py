@@ -83,10 +83,12 @@ def _plain(loaded: LoadedModel, spec: TrialSpec, train: list[Any],
 
 def _partition_costs(examples: Any, spec: TrialSpec) -> str:
     """Seconds to partition the pool under dirichlet(0.1): uncached, cold cache, warm cache."""
-    args = {"texts": [example_text(ex) for ex in examples],
-            "packages": [ex.package for ex in examples], "distribution": "dirichlet",
-            "clients": spec.clients, "alpha": 0.1, "seed": 0, "min_size": spec.batch_size}
+    args: dict[str, Any] = {
+        "texts": [example_text(ex) for ex in examples],
+        "packages": [ex.package for ex in examples], "distribution": "dirichlet",
+        "clients": spec.clients, "alpha": 0.1, "seed": 0, "min_size": spec.batch_size}
     times = []
+    make_partition(**args)  # warm-up: imports, thread pools
     with tempfile.TemporaryDirectory() as tmp:
         cache = DiskCache(root=Path(tmp))
         for fn in (lambda: make_partition(**args), lambda: cached_partition(**args, cache=cache),
@@ -103,15 +105,19 @@ def _measure(loaded: LoadedModel, spec: TrialSpec, examples: Any, repeats: int,
     seconds: dict[str, list[float]] = {"padded": [], "packed": [], "padded_cpu": [],
                                        "packed_cpu": []}
     losses: dict[str, list[float]] = {}
-    _, tokens, batches, _ = _federated(loaded, spec, examples, "packed")  # warm-up
+    one_step = spec.replace(rounds=1, participation=1 / spec.clients)
+    for side in ("padded", "packed"):  # warm-up: one step each
+        _federated(loaded, one_step, examples, side)
+    reference: tuple[int, list[list[int]]] | None = None
     for rep in range(repeats):  # alternate the order, keep the best: the box is shared
         for side in ("padded", "packed") if rep % 2 == 0 else ("packed", "padded"):
-            took, side_tokens, side_batches, losses[side] = _federated(loaded, spec, examples,
-                                                                       side)
-            assert side_tokens == tokens and side_batches == batches, side
+            took, tokens, batches, losses[side] = _federated(loaded, spec, examples, side)
+            reference = reference or (tokens, batches)
+            assert (tokens, batches) == reference, side  # the same steps on both sides
             seconds[side].append(round(took[0], 2))
             seconds[f"{side}_cpu"].append(round(took[1], 2))
-    return seconds, tokens, batches, losses
+    assert reference is not None
+    return seconds, reference[0], reference[1], losses
 
 
 def main() -> None:
