@@ -73,7 +73,7 @@ def _loss_and_grads(model: torch.nn.Module, batching: str) -> tuple[float,
     loss.backward()
     grads = {n: p.grad.clone() for n, p in params.items() if p.grad is not None}
     model.zero_grad(set_to_none=True)
-    return float(loss), grads
+    return float(loss.detach()), grads
 
 
 def test_packed_loss_and_gradients_equal_the_padded_batch(peft_model: torch.nn.Module) -> None:
