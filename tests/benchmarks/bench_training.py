@@ -14,9 +14,11 @@ thread count:
 Tokens are real (unpadded) tokens, the same count on both sides. The order
 alternates between repeats and each side keeps its best run, because the
 machine may be shared. Also printed: the train-loss agreement of the two
-loops, the cost of partitioning with and without the content cache, and
-(``--overhead``) federation's overhead over a plain torch loop on the same
-packed batches.
+loops; a paired measurement in a plain torch loop, padded and packed
+alternating step by step on the same batches, whose per-step ratio is the
+least disturbed by other processes; the cost of partitioning with and without
+the content cache; and (``--overhead``) federation's overhead over a plain
+torch loop on the same packed batches.
 
     python tests/benchmarks/bench_training.py --model tiny-random
     python tests/benchmarks/bench_training.py --model smollm2-135m --rounds 1 --repeats 1
@@ -52,31 +54,35 @@ def _spec(args: argparse.Namespace) -> TrialSpec:
 
 
 def _federated(loaded: LoadedModel, spec: TrialSpec, examples: Any, batching: str,
-               ) -> tuple[tuple[float, float], int, list[list[int]], list[float]]:
+               ) -> tuple[float, int, list[list[int]], list[float]]:
     run = train_federated(loaded=loaded, spec=spec, examples=examples, progress=False,
                           record_batches=True, batching=batching)
     run.release()
     assert run.batches is not None
-    took = (run.timings["train_s"], run.timings["train_cpu_s"])
-    return took, run.tokens, run.batches, [e.train_loss for e in run.events]
+    return run.timings["train_s"], run.tokens, run.batches, [e.train_loss for e in run.events]
 
 
-def _plain(loaded: LoadedModel, spec: TrialSpec, train: list[Any],
-           batches: list[list[int]]) -> float:
-    """The same packed steps in one plain torch loop: no adapter exchange, no aggregation."""
+def _plain_steps(loaded: LoadedModel, spec: TrialSpec, train: list[Any],
+                 batches: list[list[int]], sides: tuple[str, ...]) -> dict[str, list[float]]:
+    """Seconds of each recorded step per side in a plain torch loop (no adapter exchange,
+    no aggregation), the sides alternating step by step so that both see the same load."""
     model = attach_lora(loaded.model, spec)
     try:
         params = [p for p in model.parameters() if p.requires_grad]
-        start = time.perf_counter()
         optimizer = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=0.0)
+        pad = int(loaded.tokenizer.pad_token_id or 0)
         model.train()
-        for idx in batches:
-            loss = batch_loss(model, make_batch([train[i] for i in idx], batching="packed",
-                                                pad_id=0))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        return time.perf_counter() - start
+        times: dict[str, list[float]] = {side: [] for side in sides}
+        for step, idx in enumerate(batches):
+            for side in sides if step % 2 == 0 else sides[::-1]:
+                start = time.perf_counter()
+                batch = make_batch([train[i] for i in idx], batching=side, pad_id=pad)
+                loss = batch_loss(model, batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                times[side].append(time.perf_counter() - start)
+        return times
     finally:
         model.unload()
 
@@ -102,8 +108,7 @@ def _partition_costs(examples: Any, spec: TrialSpec) -> str:
 
 def _measure(loaded: LoadedModel, spec: TrialSpec, examples: Any, repeats: int,
              ) -> tuple[dict[str, list[float]], int, list[list[int]], dict[str, list[float]]]:
-    seconds: dict[str, list[float]] = {"padded": [], "packed": [], "padded_cpu": [],
-                                       "packed_cpu": []}
+    seconds: dict[str, list[float]] = {"padded": [], "packed": []}
     losses: dict[str, list[float]] = {}
     one_step = spec.replace(rounds=1, participation=1 / spec.clients)
     for side in ("padded", "packed"):  # warm-up: one step each
@@ -114,8 +119,7 @@ def _measure(loaded: LoadedModel, spec: TrialSpec, examples: Any, repeats: int,
             took, tokens, batches, losses[side] = _federated(loaded, spec, examples, side)
             reference = reference or (tokens, batches)
             assert (tokens, batches) == reference, side  # the same steps on both sides
-            seconds[side].append(round(took[0], 2))
-            seconds[f"{side}_cpu"].append(round(took[1], 2))
+            seconds[side].append(round(took, 2))
     assert reference is not None
     return seconds, reference[0], reference[1], losses
 
@@ -149,12 +153,15 @@ def main() -> None:
     print(f"packed (new loop): {tokens / new:9.1f} tok/s  ({new:.2f} s; runs {seconds['packed']})")
     print(f"speed-up         : {old / new:.2f}x training tokens/s (goal >= 1.3x); "
           f"round train losses agree to {drift:.1e} relative")
-    old_cpu, new_cpu = min(seconds["padded_cpu"]), min(seconds["packed_cpu"])
-    print(f"CPU seconds      : padded {old_cpu:.2f}, packed {new_cpu:.2f}: "
-          f"{old_cpu / new_cpu:.2f}x (all threads; less disturbed by other processes)")
+    train = [t for t in tokenize_examples(examples, loaded.tokenizer, spec.seq_len) if t]
+    paired = _plain_steps(loaded, spec, train, batches, ("padded", "packed"))
+    ratios = sorted(a / b for a, b in zip(paired["padded"], paired["packed"]))
+    print(f"paired steps     : padded {tokens / sum(paired['padded']):.1f} tok/s, packed "
+          f"{tokens / sum(paired['packed']):.1f} tok/s; per-step ratio median "
+          f"{ratios[len(ratios) // 2]:.2f}x [min {ratios[0]:.2f}, max {ratios[-1]:.2f}] "
+          "(plain loop, sides alternating step by step)")
     if args.overhead:
-        train = [t for t in tokenize_examples(examples, loaded.tokenizer, spec.seq_len) if t]
-        plain = _plain(loaded, spec, train, batches)
+        plain = sum(_plain_steps(loaded, spec, train, batches, ("packed",))["packed"])
         print(f"plain torch loop : {tokens / plain:9.1f} tok/s; federation overhead "
               f"{100 * (new / plain - 1):+.2f} % (goal <= 5 %)")
     print(_partition_costs(examples, spec))

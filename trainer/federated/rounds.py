@@ -291,12 +291,10 @@ def train_federated(*, loaded: LoadedModel, spec: TrialSpec,
         total = planned_rounds(spec)
         participants = participants_per_round(spec.clients, spec.participation)
         timings["setup_s"] = time.perf_counter() - start
-        start, cpu_start = time.perf_counter(), time.process_time()
+        start = time.perf_counter()
         torch.manual_seed(spec.seed)
         global_state, events = _run_rounds(loop, total, participants, on_event, progress)
         timings["train_s"] = time.perf_counter() - start
-        # CPU seconds of all threads: on a shared machine, less disturbed than wall time
-        timings["train_cpu_s"] = time.process_time() - cpu_start
     except BaseException:
         peft_model.unload()  # leave the caller's model as it was
         raise
