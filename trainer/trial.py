@@ -31,8 +31,10 @@ def run_trial(spec: TrialSpec, *, on_event: Callable[[TrialEvent], None] | None 
               cancel: threading.Event | None = None, progress: bool | None = None) -> TrialResult:
     """Train federated as ``spec`` says, evaluate, and return pass@1 / pass@k with the run record."""
     from trainer.federated.rounds import train_federated
+    from trainer.threads import configure_threads
 
     started = time.perf_counter()
+    configure_threads()  # before the first torch op of the trial (training and sampling)
     config = eval_config(spec)  # validate before spending minutes on training
     with MODEL_POOL.borrow(spec.model) as loaded:
         load_s = time.perf_counter() - started

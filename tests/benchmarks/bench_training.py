@@ -1,135 +1,171 @@
-"""Benchmark: federated orchestration overhead vs a plain torch loop (goal <= 5%).
+"""Benchmark: training tokens/s of the packed local step against the padded one (goal >= 1.3x).
 
-Both sides run the same LoRA model, the same batches (the federated run
-records the example indices of every local step, and the plain loop replays
-them in order) and the same number of optimizer steps. The federated side
-adds what federation costs: copying the global adapter into the model per
-client, a fresh optimizer per client, reading client states back, weighted
-aggregation with the scaling factor, and the round bookkeeping.
+Both sides run ``train_federated`` on the quickstart profile's batch shape
+(10 clients, p = 0.5, 1 local step, batch 4, seq_len 256, LoRA r = 8 on
+q/v, 2,000 stdlib examples), one after the other in the same process, on the
+same examples per step (the runs record them and must agree), with the same
+thread count:
+
+* ``padded`` (baseline): the previous loop, rows padded to the batch's
+  longest example, logits over every position;
+* ``packed`` (default): one unpadded row per step, logits only where the loss
+  is taken (:mod:`trainer.federated.local`).
+
+Tokens are real (unpadded) tokens, the same count on both sides. The order
+alternates between repeats and each side keeps its best run, because the
+machine may be shared. Also printed: the train-loss agreement of the two
+loops; a paired measurement in a plain torch loop, padded and packed
+alternating step by step on the same batches, whose per-step ratio is the
+least disturbed by other processes; the cost of partitioning with and without
+the content cache; and (``--overhead``) federation's overhead over a plain
+torch loop on the same packed batches.
 
     python tests/benchmarks/bench_training.py --model tiny-random
-    python tests/benchmarks/bench_training.py --model smollm2-135m --rounds 2
+    python tests/benchmarks/bench_training.py --model smollm2-135m --rounds 1 --repeats 1
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from trainer.contract import TrialSpec
-from trainer.federated.corpus import load_corpus, select_examples
-from trainer.federated.local import collate, tokenize_examples
+from trainer.federated.cache import DiskCache, cached_partition
+from trainer.federated.corpus import example_text, load_corpus, select_examples
+from trainer.federated.local import batch_loss, make_batch, tokenize_examples
+from trainer.federated.partition import make_partition
 from trainer.federated.rounds import attach_lora, train_federated
 from trainer.models import LoadedModel, load_model
+from trainer.threads import configure_threads
 
 
 def _spec(args: argparse.Namespace) -> TrialSpec:
     return TrialSpec(model=args.model, clients=args.clients, participation=args.participation,
-                     budget_mode="rounds", rounds=args.rounds, local_steps=args.local_steps,
-                     batch_size=args.batch_size, seq_len=args.seq_len,
-                     max_examples=args.max_examples, scaling_factor=1.5, seed=0)
+                     budget_mode="rounds", rounds=args.rounds, local_steps=1,
+                     batch_size=args.batch_size, seq_len=args.seq_len, lora_rank=8,
+                     lora_targets="q_proj,v_proj", max_examples=args.max_examples,
+                     learning_rate=1e-3, scaling_factor=1.0, seed=0)
 
 
-def _federated(loaded: LoadedModel, spec: TrialSpec, examples: Any) -> tuple[float, int, Any]:
+def _federated(loaded: LoadedModel, spec: TrialSpec, examples: Any, batching: str,
+               ) -> tuple[float, int, list[list[int]], list[float]]:
     run = train_federated(loaded=loaded, spec=spec, examples=examples, progress=False,
-                          record_batches=True)
+                          record_batches=True, batching=batching)
     run.release()
-    return run.timings["train_s"], run.tokens, run.batches
+    assert run.batches is not None
+    return run.timings["train_s"], run.tokens, run.batches, [e.train_loss for e in run.events]
 
 
-def _plain(loaded: LoadedModel, spec: TrialSpec, train: list[Any],
-           batches: list[list[int]]) -> tuple[float, int]:
+def _plain_steps(loaded: LoadedModel, spec: TrialSpec, train: list[Any],
+                 batches: list[list[int]], sides: tuple[str, ...]) -> dict[str, list[float]]:
+    """Seconds of each recorded step per side in a plain torch loop (no adapter exchange,
+    no aggregation), the sides alternating step by step so that both see the same load."""
     model = attach_lora(loaded.model, spec)
     try:
         params = [p for p in model.parameters() if p.requires_grad]
-        pad = loaded.tokenizer.pad_token_id
-        start = time.perf_counter()
         optimizer = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=0.0)
+        pad = int(loaded.tokenizer.pad_token_id or 0)
         model.train()
-        tokens = 0
-        for idx in batches:
-            batch = collate([train[i] for i in idx], pad)
-            loss = model(**batch).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            tokens += int(batch["attention_mask"].sum())
-        return time.perf_counter() - start, tokens
+        times: dict[str, list[float]] = {side: [] for side in sides}
+        for step, idx in enumerate(batches):
+            for side in sides if step % 2 == 0 else sides[::-1]:
+                start = time.perf_counter()
+                batch = make_batch([train[i] for i in idx], batching=side, pad_id=pad)
+                loss = batch_loss(model, batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                times[side].append(time.perf_counter() - start)
+        return times
     finally:
         model.unload()
 
 
-def _orchestration_per_round(loaded: LoadedModel, spec: TrialSpec, repeats: int = 20) -> float:
-    """Seconds of pure federation work per round: adapter copies in/out per client and
-    the scaled aggregation, measured without any forward/backward in between."""
-    from trainer.federated.aggregate import server_update, update_norm
-    from trainer.federated.rounds import participants_per_round
+def _partition_costs(examples: Any, spec: TrialSpec) -> str:
+    """Seconds to partition the pool under dirichlet(0.1): uncached, cold cache, warm cache."""
+    args: dict[str, Any] = {
+        "texts": [example_text(ex) for ex in examples],
+        "packages": [ex.package for ex in examples], "distribution": "dirichlet",
+        "clients": spec.clients, "alpha": 0.1, "seed": 0, "min_size": spec.batch_size}
+    times = []
+    make_partition(**args)  # warm-up: imports, thread pools
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = DiskCache(root=Path(tmp))
+        for fn in (lambda: make_partition(**args), lambda: cached_partition(**args, cache=cache),
+                   lambda: cached_partition(**args, cache=cache)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return (f"dirichlet(0.1) partition of {len(examples)} examples: uncached {times[0]:.2f} s, "
+            f"cold cache {times[1]:.2f} s, warm cache {times[2]:.3f} s")
 
-    model = attach_lora(loaded.model, spec)
-    try:
-        params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        glob = {n: p.detach().clone() for n, p in params.items()}
-        m = participants_per_round(spec.clients, spec.participation)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            states = []
-            for _ in range(m):
-                with torch.no_grad():
-                    for n, p in params.items():
-                        p.copy_(glob[n])
-                torch.optim.AdamW(list(params.values()), lr=spec.learning_rate)
-                states.append({n: p.detach().clone() for n, p in params.items()})
-            glob, update = server_update(glob, states, [1] * m, scaling_factor=1.5)
-            update_norm(update)
-        return (time.perf_counter() - start) / repeats
-    finally:
-        model.unload()
+
+def _measure(loaded: LoadedModel, spec: TrialSpec, examples: Any, repeats: int,
+             ) -> tuple[dict[str, list[float]], int, list[list[int]], dict[str, list[float]]]:
+    seconds: dict[str, list[float]] = {"padded": [], "packed": []}
+    losses: dict[str, list[float]] = {}
+    one_step = spec.replace(rounds=1, participation=1 / spec.clients)
+    for side in ("padded", "packed"):  # warm-up: one step each
+        _federated(loaded, one_step, examples, side)
+    reference: tuple[int, list[list[int]]] | None = None
+    for rep in range(repeats):  # alternate the order, keep the best: the box is shared
+        for side in ("padded", "packed") if rep % 2 == 0 else ("packed", "padded"):
+            took, tokens, batches, losses[side] = _federated(loaded, spec, examples, side)
+            reference = reference or (tokens, batches)
+            assert (tokens, batches) == reference, side  # the same steps on both sides
+            seconds[side].append(round(took, 2))
+    assert reference is not None
+    return seconds, reference[0], reference[1], losses
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny-random", choices=["tiny-random", "smollm2-135m"])
-    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--participation", type=float, default=0.5)
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--local-steps", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--max-examples", type=int, default=400)
+    parser.add_argument("--max-examples", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--overhead", action="store_true",
+                        help="also time a plain torch loop on the same packed batches")
     args = parser.parse_args()
-    print(f"torch threads: {torch.get_num_threads()}")
+    print(f"torch threads: {configure_threads()}; load average before: "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
     loaded = load_model(args.model)
     spec = _spec(args)
     examples = select_examples(load_corpus(spec.corpus), spec.max_examples)
+    seconds, tokens, batches, losses = _measure(loaded, spec, examples, args.repeats)
+    old, new = min(seconds["padded"]), min(seconds["packed"])
+    drift = max(abs(a - b) / abs(b) for a, b in zip(losses["packed"], losses["padded"]))
+    print(f"model {args.model}: {len(batches)} steps of batch {spec.batch_size} "
+          f"(seq_len {spec.seq_len}), {tokens} real tokens, {spec.clients} clients x "
+          f"p={spec.participation}, {spec.rounds} rounds, LoRA r={spec.lora_rank} q/v")
+    print(f"padded (old loop): {tokens / old:9.1f} tok/s  ({old:.2f} s; runs {seconds['padded']})")
+    print(f"packed (new loop): {tokens / new:9.1f} tok/s  ({new:.2f} s; runs {seconds['packed']})")
+    print(f"speed-up         : {old / new:.2f}x training tokens/s (goal >= 1.3x); "
+          f"round train losses agree to {drift:.1e} relative")
     train = [t for t in tokenize_examples(examples, loaded.tokenizer, spec.seq_len) if t]
-    fed_s, base_s = [], []
-    tokens = 0
-    batches: list[list[int]] = []
-    seconds, tokens, batches = _federated(loaded, spec, examples)  # warm-up, records batches
-    for rep in range(args.repeats):  # alternate the order, keep the best: the box is shared
-        for side in ("fed", "base") if rep % 2 else ("base", "fed"):
-            if side == "fed":
-                seconds, fed_tokens, _ = _federated(loaded, spec, examples)
-                fed_s.append(round(seconds, 2))
-            else:
-                seconds, base_tokens = _plain(loaded, spec, train, batches)
-                base_s.append(round(seconds, 2))
-    assert base_tokens == fed_tokens == tokens, (base_tokens, fed_tokens, tokens)
-    fed, base = min(fed_s), min(base_s)
-    print(f"model {args.model}: {len(batches)} steps, {tokens} tokens, "
-          f"{spec.clients} clients x p={spec.participation}, {spec.rounds} rounds")
-    print(f"plain torch loop : {tokens / base:9.1f} tok/s  ({base:.2f} s; runs {base_s})")
-    print(f"federated        : {tokens / fed:9.1f} tok/s  ({fed:.2f} s; runs {fed_s})")
-    print(f"overhead         : {100 * (fed / base - 1):+.2f} %  end to end (goal <= 5 %)")
-    per_round = _orchestration_per_round(loaded, spec)
-    share = per_round * spec.rounds / base
-    print(f"orchestration    : {1000 * per_round:.2f} ms/round = {100 * share:.2f} % of the "
-          "plain loop's time (copies + aggregation alone, noise-free)")
+    paired = _plain_steps(loaded, spec, train, batches, ("padded", "packed"))
+    ratios = sorted(a / b for a, b in zip(paired["padded"], paired["packed"]))
+    print(f"paired steps     : padded {tokens / sum(paired['padded']):.1f} tok/s, packed "
+          f"{tokens / sum(paired['packed']):.1f} tok/s; per-step ratio median "
+          f"{ratios[len(ratios) // 2]:.2f}x [min {ratios[0]:.2f}, max {ratios[-1]:.2f}] "
+          "(plain loop, sides alternating step by step)")
+    if args.overhead:
+        plain = sum(_plain_steps(loaded, spec, train, batches, ("packed",))["packed"])
+        print(f"plain torch loop : {tokens / plain:9.1f} tok/s; federation overhead "
+              f"{100 * (new / plain - 1):+.2f} % (goal <= 5 %)")
+    print(_partition_costs(examples, spec))
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -208,24 +208,40 @@ def _encode(names: Sequence[str]) -> tuple[list[int], tuple[str, ...]]:
     return [index[n] for n in names], uniq
 
 
+def needs_topic_labels(distribution: str, label_source: str) -> bool:
+    """Whether the partition of ``distribution`` uses topic labels.
+
+    Only a dirichlet split over topics does: iid splits uniformly whatever the
+    labels, natural splits by package, so neither pays for TF-IDF + k-means.
+    """
+    return distribution == "dirichlet" and label_source == "topic"
+
+
 def make_partition(*, texts: Sequence[str], packages: Sequence[str], distribution: str,
                    clients: int, alpha: float = 0.5, seed: int = 0, min_size: int = 1,
-                   label_source: str = "topic", n_topics: int = DEFAULT_TOPICS) -> Partition:
+                   label_source: str = "topic", n_topics: int = DEFAULT_TOPICS,
+                   topics: Sequence[int] | None = None) -> Partition:
     """Partition examples (given by their text and source package) among clients.
 
     ``label_source`` picks the labels that dirichlet skews over and that the
-    stats measure: ``topic`` (TF-IDF + k-means, seeded) or ``package``. The
-    natural split always uses packages.
+    stats measure: ``topic`` (TF-IDF + k-means, seeded) or ``package``.
+    ``topics`` passes topic labels already computed for ``texts`` (see
+    :mod:`trainer.federated.cache`). Topic labels are computed only where the
+    split needs them (:func:`needs_topic_labels`); the iid and natural splits,
+    and so their stats, use the packages.
     """
     if label_source not in ("topic", "package"):
         raise ConfigError("label_source", f"unknown value {label_source!r}",
                           accepted="topic, package")
-    if distribution == "natural" or label_source == "package":
-        labels, names = _encode(packages)
-    else:
-        raw = topic_labels(texts, n_topics=n_topics, seed=seed)
+    if topics is not None and len(topics) != len(texts):
+        raise ValueError(f"{len(topics)} topic labels for {len(texts)} texts")
+    if needs_topic_labels(distribution, label_source):
+        raw = (np.asarray(topics, dtype=np.int64) if topics is not None
+               else topic_labels(texts, n_topics=n_topics, seed=seed))
         labels = [int(x) for x in raw]
         names = tuple(f"topic{i}" for i in range(int(raw.max()) + 1))
+    else:
+        labels, names = _encode(packages)
     if distribution == "iid":
         parts = iid_partition(len(texts), clients, seed=seed, min_size=min_size)
         method = "iid"

@@ -30,11 +30,13 @@ import numpy as np
 from trainer.contract import RoundEvent, TrialSpec, participants_per_round, planned_rounds
 from trainer.errors import ConfigError, TrialCancelledError
 from trainer.federated.aggregate import server_update, update_norm
+from trainer.federated.cache import cached_partition
 from trainer.federated.local import (
+    BATCHINGS,
     ClientSampler,
     TokenizedExample,
-    collate,
     local_train,
+    make_batch,
     mean_loss,
     tokenize_examples,
 )
@@ -64,6 +66,7 @@ class FederatedRun:
     examples: int = field(metadata={"help": "training examples after tokenisation"})
     holdout: int = field(metadata={"help": "held-out examples scored each round"})
     timings: dict[str, float]
+    batching: str = field(default="packed", metadata={"help": "how local steps were batched"})
     batches: list[list[int]] | None = None  # only with record_batches=True
 
     def release(self) -> Any:
@@ -80,7 +83,7 @@ class FederatedRun:
         return {
             "rounds": self.rounds, "participants": self.participants,
             "local_steps_total": self.local_steps_total, "tokens": self.tokens,
-            "examples": self.examples, "holdout": self.holdout,
+            "examples": self.examples, "holdout": self.holdout, "batching": self.batching,
             "timings": dict(self.timings), "partition": self.partition.to_record(),
             "per_round": [
                 {"round": e.round, "clients": list(e.clients), "train_loss": e.train_loss,
@@ -100,7 +103,7 @@ _TOKENIZE_CHUNK = 1_000  # examples tokenised between two looks at the cancel fl
 
 
 def _prepare_data(spec: TrialSpec, examples: Sequence[Example] | None, tokenizer: Any,
-                  *, holdout: int, min_size: int, label_source: str,
+                  *, holdout: int, min_size: int, label_source: str, cache_partition: bool,
                   timings: dict[str, float], cancel: threading.Event | None) -> _Data:
     from trainer.federated.corpus import check_cancel, example_text, load_corpus, select_examples
 
@@ -125,10 +128,11 @@ def _prepare_data(spec: TrialSpec, examples: Sequence[Example] | None, tokenizer
     held_set = set(held)
     train = [kept[i] for i in range(len(kept)) if i not in held_set]
     start = time.perf_counter()
-    part = make_partition(texts=[example_text(ex) for ex, _ in train],
-                          packages=[ex.package for ex, _ in train],
-                          distribution=spec.distribution, clients=spec.clients, alpha=spec.alpha,
-                          seed=spec.partition_seed, min_size=min_size, label_source=label_source)
+    partition = cached_partition if cache_partition else make_partition
+    part = partition(texts=[example_text(ex) for ex, _ in train],
+                     packages=[ex.package for ex, _ in train],
+                     distribution=spec.distribution, clients=spec.clients, alpha=spec.alpha,
+                     seed=spec.partition_seed, min_size=min_size, label_source=label_source)
     timings["partition_s"] = time.perf_counter() - start
     return _Data(train=[t for _, t in train], holdout=[kept[i][1] for i in held], partition=part)
 
@@ -174,6 +178,7 @@ class _Loop:
     params: dict[str, torch.nn.Parameter]
     data: _Data
     pad_id: int
+    batching: str
     cancel: threading.Event | None
     batches: list[list[int]] | None
     samplers: list[ClientSampler] = field(default_factory=list)
@@ -189,7 +194,8 @@ class _Loop:
             idx = self.samplers[client].batch(spec.batch_size)
             if self.batches is not None:
                 self.batches.append(idx)
-            batches.append(collate([self.data.train[i] for i in idx], self.pad_id))
+            batches.append(make_batch([self.data.train[i] for i in idx],
+                                      batching=self.batching, pad_id=self.pad_id))
         result = local_train(self.model, self.params, batches, learning_rate=spec.learning_rate,
                              fedprox_mu=spec.fedprox_mu, anchor=global_state, cancel=self.cancel)
         self.tokens += result.tokens
@@ -208,7 +214,7 @@ class _Loop:
         new_state, update = server_update(global_state, states, counts,
                                           scaling_factor=self.spec.scaling_factor)
         _load_state(self.params, new_state)
-        score = (mean_loss(self.model, self.data.holdout, pad_id=self.pad_id)
+        score = (mean_loss(self.model, self.data.holdout)
                  if self.data.holdout else None)
         event = RoundEvent(round=number, total_rounds=total, clients=tuple(chosen),
                            train_loss=float(np.mean(losses)), update_norm=update_norm(update),
@@ -249,7 +255,8 @@ def train_federated(*, loaded: LoadedModel, spec: TrialSpec,
                     on_event: Callable[[RoundEvent], None] | None = None,
                     cancel: threading.Event | None = None, holdout: int = 0,
                     min_client_size: int | None = None, label_source: str = "topic",
-                    progress: bool | None = None, record_batches: bool = False) -> FederatedRun:
+                    progress: bool | None = None, record_batches: bool = False,
+                    batching: str = "packed", cache_partition: bool = True) -> FederatedRun:
     """Federated LoRA training of ``loaded.model`` as ``spec`` says.
 
     ``examples`` defaults to ``load_corpus(spec.corpus)``, capped at
@@ -260,13 +267,22 @@ def train_federated(*, loaded: LoadedModel, spec: TrialSpec,
     ``loaded.model`` generates with the trained adapter; ``run.release()``
     removes it again. On error or cancellation the adapter is removed before
     the exception propagates.
+
+    ``batching`` builds each local step's input (see :mod:`trainer.federated.local`):
+    ``packed`` (one unpadded row) or ``padded`` (the previous loop, the
+    benchmark's baseline); both give the same loss on the same examples.
+    ``cache_partition`` reads and stores the partition and its topic labels
+    by content (:mod:`trainer.federated.cache`).
     """
     import torch
 
+    if batching not in BATCHINGS:
+        raise ValueError(f"unknown batching {batching!r}; accepted: {', '.join(BATCHINGS)}")
     timings: dict[str, float] = {}
     data = _prepare_data(spec, examples, loaded.tokenizer, holdout=holdout,
                          min_size=spec.batch_size if min_client_size is None else min_client_size,
-                         label_source=label_source, timings=timings, cancel=cancel)
+                         label_source=label_source, cache_partition=cache_partition,
+                         timings=timings, cancel=cancel)
     if cancel is not None and cancel.is_set():
         raise TrialCancelledError("cancelled after data preparation")
     log.info("partition\n%s", data.partition.table())
@@ -276,7 +292,8 @@ def train_federated(*, loaded: LoadedModel, spec: TrialSpec,
         params = _adapter_params(peft_model)
         pad_id = loaded.tokenizer.pad_token_id
         loop = _Loop(spec=spec, model=peft_model, params=params, data=data,
-                     pad_id=0 if pad_id is None else int(pad_id), cancel=cancel,
+                     pad_id=0 if pad_id is None else int(pad_id), batching=batching,
+                     cancel=cancel,
                      batches=[] if record_batches else None,
                      samplers=[ClientSampler(c, seed=spec.seed, client=i)
                                for i, c in enumerate(data.partition.clients)])
@@ -295,4 +312,4 @@ def train_federated(*, loaded: LoadedModel, spec: TrialSpec,
                         partition=data.partition, participants=participants, rounds=total,
                         local_steps_total=loop.steps, tokens=loop.tokens,
                         examples=len(data.train), holdout=len(data.holdout), timings=timings,
-                        batches=loop.batches)
+                        batching=batching, batches=loop.batches)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
 
+import trainer.federated.cache as cache_mod
 from trainer.contract import RoundEvent, TrialSpec
 from trainer.errors import ConfigError, TrialCancelledError
 from trainer.federated.corpus import Example
@@ -37,6 +39,13 @@ def _examples(n: int = 48) -> list[Example]:
 @pytest.fixture(scope="module")
 def loaded() -> Iterator[LoadedModel]:
     yield load_model("tiny-random")
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Partitions cached under the test's own directory, never the user's cache."""
+    monkeypatch.setattr(cache_mod, "default_cache", lambda: cache_mod.DiskCache(root=tmp_path))
+    return tmp_path
 
 
 def _spec(**changes: object) -> TrialSpec:
@@ -80,10 +89,11 @@ def test_local_step_changes_adapter_only(loaded: LoadedModel) -> None:
     assert not hasattr(loaded.model, "peft_config")
 
 
-def _final(loaded: LoadedModel, spec: TrialSpec) -> tuple[dict[str, torch.Tensor], list[RoundEvent]]:
+def _final(loaded: LoadedModel, spec: TrialSpec, **options: object,
+           ) -> tuple[dict[str, torch.Tensor], list[RoundEvent]]:
     events: list[RoundEvent] = []
     run = train_federated(loaded=loaded, spec=spec, examples=_examples(), on_event=events.append,
-                          progress=False, min_client_size=2)
+                          progress=False, min_client_size=2, **options)  # type: ignore[arg-type]
     state = {k: v.clone() for k, v in run.adapter_state.items()}
     # the model holds the global adapter after the last round
     live = {n: p for n, p in run.model.named_parameters() if p.requires_grad}
@@ -115,6 +125,7 @@ def test_run_record_holdout_and_fedprox(loaded: LoadedModel) -> None:
     try:
         record = run.to_record()
         assert record["examples"] == 42 and record["holdout"] == 6
+        assert record["batching"] == "packed"
         assert record["partition"]["method"] == "natural"
         assert record["per_round"][0]["intermediate"] is not None
         assert run.local_steps_total == 2 * 2 and run.batches is not None
@@ -136,3 +147,20 @@ def test_cancel_and_bad_targets_restore_the_model(loaded: LoadedModel) -> None:
                         examples=_examples(), progress=False, min_client_size=2)
     assert info.value.field == "lora_targets" and "q_proj" in str(info.value)
     assert not hasattr(loaded.model, "peft_config")
+
+
+def test_packed_and_padded_runs_train_the_same_adapter(loaded: LoadedModel,
+                                                       private_cache: Path) -> None:
+    spec = _spec(distribution="dirichlet", alpha=0.5, rounds=2)
+    packed, packed_events = _final(loaded, spec)
+    padded, padded_events = _final(loaded, spec, batching="padded", cache_partition=False)
+    assert [e.clients for e in packed_events] == [e.clients for e in padded_events]
+    for name, value in padded.items():
+        torch.testing.assert_close(packed[name], value, rtol=1e-4, atol=1e-6)
+    for a, b in zip(packed_events, padded_events):
+        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-5)
+    # the first run stored its partition and topic labels; the uncached one matched them
+    assert len(list(private_cache.glob("partition/*.json"))) == 1
+    assert len(list(private_cache.glob("topic_labels/*.json"))) == 1
+    with pytest.raises(ValueError, match="packed, padded"):
+        train_federated(loaded=loaded, spec=spec, examples=_examples(), batching="bucketed")
