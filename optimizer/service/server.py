@@ -127,9 +127,8 @@ def serve(config: OptimizerServerConfig, *, studies: Sequence[StudyConfig] = ())
     server = create_server(config, studies=studies)
 
     def start() -> None:
-        port = server.start()
-        print(f"scalefed optimizer listening on {server.address} (port {port}, "
-              f"backend {config.backend})", flush=True)
+        server.start()
+        print(server.startup_line("optimizer", detail=f"backend {config.backend}"), flush=True)
 
     run_until_signal(start=start, stop=server.stop)
     return 0
