@@ -154,12 +154,14 @@ def existing_studies(cfg: StudyConfig, storage: RDBStorage) -> list[Distribution
     return [d for d in cfg.distributions if cfg.study_name(d) in names]
 
 
-def observations(trials: Sequence[FrozenTrial]) -> list[Observation]:
+def observations(trials: Sequence[FrozenTrial], *,
+                 noise: NoiseEstimate | None = None) -> list[Observation]:
     """The complete trials as the science sees them: value, and the noise of that value
-    relative to the study's other trials (``study_noise``); a trial without per-problem
-    counts keeps its own standard error."""
+    relative to the study's other trials (``noise``, fitted by ``study_noise`` unless the
+    caller has it already); a trial without per-problem counts keeps its own standard error."""
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    noise = study_noise(done)
+    if noise is None:
+        noise = study_noise(done)
     return [Observation(number=t.number, params=t.params, value=float(t.value),
                         stderr=noise.trial_sd if noise is not None and _counts(t) is not None
                         else float(t.user_attrs.get("stderr", 0.0)))
@@ -195,6 +197,6 @@ def study_answer(cfg: StudyConfig, trials: Sequence[FrozenTrial], *,
     """The science's answer over a study's stored trials, with its noise model: the
     GP sees each trial's noise relative to the others, the level CI the shared part."""
     noise = study_noise(trials)
-    return compute_answer(cfg.space, observations(trials), seed=cfg.seed, stop=stop,
+    return compute_answer(cfg.space, observations(trials, noise=noise), seed=cfg.seed, stop=stop,
                           epsilon=cfg.stop.epsilon, regions=regions,
                           level_se=noise.between_problem_se if noise is not None else 0.0)
