@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, cast
 
 from trainer.errors import ConfigError
+from trainer.evaluation.engine import DEFAULT_ENGINE, check_engine
 from trainer.helptext import meta
 
 Distribution = Literal["iid", "dirichlet", "natural"]
@@ -61,6 +62,9 @@ class TrialSpec:
     seed: int = field(default=0, metadata=meta("seed for client sampling and training"))
     partition_seed: int = field(default=0, metadata=meta("seed for the data partition"))
     eval_seed: int = field(default=0, metadata=meta("seed for evaluation sampling"))
+    engine: str = field(default=DEFAULT_ENGINE, metadata=meta(
+        "sampling engine: int8 (int8 GEMMs, in-place KV cache), fp32 (in-place KV cache, "
+        "the reference numerics) or reference (the previous path)"))
 
     def __post_init__(self) -> None:
         validate_spec(self)
@@ -110,7 +114,7 @@ MAX_BATCH_TOKENS = 65_536
 # Longest accepted string per field; checked first, so an error never echoes a huge value.
 STR_LIMITS: Mapping[str, int] = {
     "model": 1_024, "distribution": 32, "budget_mode": 32, "lora_targets": 512,
-    "corpus": 4_096, "problems": 4_096,
+    "corpus": 4_096, "problems": 4_096, "engine": 32,
 }
 # Finite ranges of float fields, (low, low inclusive, high): outside them the
 # arithmetic overflows (temperature=1e-300 makes the logits infinite).
@@ -171,6 +175,7 @@ def validate_spec(spec: TrialSpec) -> None:
         raise ConfigError(
             "distribution", f"unknown value {spec.distribution!r}", accepted=", ".join(DISTRIBUTIONS)
         )
+    check_engine(spec.engine)
     if spec.budget_mode not in BUDGET_MODES:
         raise ConfigError("budget_mode", f"unknown value {spec.budget_mode!r}",
                           accepted=", ".join(BUDGET_MODES))

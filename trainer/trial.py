@@ -24,7 +24,8 @@ def eval_config(spec: TrialSpec) -> EvalConfig:
     """The evaluation a trial spec asks for (common random numbers: eval_seed, fixed subset)."""
     ks = (1, spec.k) if spec.k != 1 else (1,)
     return EvalConfig(problems=spec.problems, n=spec.samples, ks=ks, temperature=spec.temperature,
-                      top_p=spec.top_p, max_new_tokens=spec.max_new_tokens, seed=spec.eval_seed)
+                      top_p=spec.top_p, max_new_tokens=spec.max_new_tokens, seed=spec.eval_seed,
+                      engine=spec.engine)
 
 
 def run_trial(spec: TrialSpec, *, on_event: Callable[[TrialEvent], None] | None = None,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.errors import ConfigError
+from trainer.evaluation.engine import DEFAULT_ENGINE, ENGINES
 
 EPILOG = """\
 examples:
@@ -42,6 +43,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-new-tokens", type=int, default=200, help="default 200")
     p.add_argument("--batch-rows", type=int, default=80,
                    help="samples decoded together across problems (default 80)")
+    p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE,
+                   help="sampling engine (default %(default)s; reference = the previous path)")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per execution (default 3)")
     p.add_argument("--workers", type=int, default=2, help="parallel executions (default 2)")
     p.add_argument("--report", type=Path, help="write the JSON report here")
@@ -90,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     config = EvalConfig(problems=args.problems, n=int(args.samples), ks=ks, seed=args.seed,
                         temperature=args.temperature, top_p=args.top_p,
                         max_new_tokens=args.max_new_tokens, batch_rows=args.batch_rows,
+                        engine=args.engine,
                         timeout=args.timeout, workers=args.workers)
     loaded = load_model(args.model)
     update, close = _progress()

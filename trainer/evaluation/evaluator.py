@@ -13,6 +13,7 @@ from typing import Any
 
 from trainer.contract import MAX_TEMPERATURE, MIN_TEMPERATURE
 from trainer.errors import ConfigError, TrialCancelledError
+from trainer.evaluation.engine import DEFAULT_ENGINE, ENGINES, engine_settings
 from trainer.evaluation.generation import SamplingConfig, sample_completions
 from trainer.evaluation.humaneval import (
     DEFAULT_CPU_SUBSET,
@@ -36,6 +37,7 @@ class EvalConfig:
     max_new_tokens: int = field(default=200, metadata={"help": "generation cap per sample"})
     seed: int = field(default=0, metadata={"help": "sampling seed"})
     batch_rows: int = field(default=80, metadata={"help": "samples decoded together"})
+    engine: str = field(default=DEFAULT_ENGINE, metadata={"help": "sampling engine: " + ", ".join(ENGINES)})
     timeout: float = field(default=3.0, metadata={"help": "seconds per executed sample"})
     workers: int = field(default=2, metadata={"help": "parallel sandboxed executions"})
 
@@ -64,7 +66,7 @@ class EvalConfig:
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(n=self.n, temperature=self.temperature, top_p=self.top_p,
                               max_new_tokens=self.max_new_tokens, seed=self.seed,
-                              batch_rows=self.batch_rows)
+                              batch_rows=self.batch_rows, engine=self.engine)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,7 +160,7 @@ def evaluate_model(model: Any, tokenizer: Any, *, config: EvalConfig = EvalConfi
     means, errors = score(counts, config.n, config.ks)
     samples = tuple(SampleResult(task_id=p["task_id"], completion=c, passed=ok, result=r)
                     for p, c, (ok, r) in zip(flat_problems, completions, verdicts, strict=True))
-    cfg = asdict(config) | {"model": model_name}
+    cfg = asdict(config) | {"model": model_name, "engine_settings": engine_settings(config.engine)}
     return EvalReport(
         pass_at=means, stderr=errors, problems=tuple(p["task_id"] for p in problems), n=config.n,
         correct=tuple(counts), config=cfg,

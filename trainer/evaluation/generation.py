@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from trainer.errors import TrialCancelledError
+from trainer.evaluation.engine import DEFAULT_ENGINE, check_engine, new_cache, sampling_model
 from trainer.evaluation.humaneval import STOP_SEQUENCES, has_stopped
 
 if TYPE_CHECKING:
@@ -34,6 +35,12 @@ class SamplingConfig:
     max_new_tokens: int = field(default=200, metadata={"help": "cap on generated tokens per sample"})
     seed: int = field(default=0, metadata={"help": "sampling seed"})
     batch_rows: int = field(default=80, metadata={"help": "rows (samples) decoded together"})
+    engine: str = field(default=DEFAULT_ENGINE, metadata={
+        "help": "int8 (merged int8 copy, in-place KV cache), fp32 (in-place KV cache) or "
+                "reference (the previous DynamicCache path)"})
+
+    def __post_init__(self) -> None:
+        check_engine(self.engine)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,13 +120,18 @@ class _Batch:
         import torch
         import torch.nn.functional as F
 
+        from trainer.evaluation.kvcache import GrowingCache
+
         width = max(self.mask.shape[1], other.mask.shape[1])
-        for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
-            for name in ("keys", "values"):
-                a, b = getattr(mine, name), getattr(theirs, name)
-                a = F.pad(a, (0, 0, width - a.shape[-2], 0))
-                b = F.pad(b, (0, 0, width - b.shape[-2], 0))
-                setattr(mine, name, torch.cat([a, b], dim=0))
+        if isinstance(self.cache, GrowingCache):
+            self.cache.stack_left_padded(other.cache)
+        else:
+            for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
+                for name in ("keys", "values"):
+                    a, b = getattr(mine, name), getattr(theirs, name)
+                    a = F.pad(a, (0, 0, width - a.shape[-2], 0))
+                    b = F.pad(b, (0, 0, width - b.shape[-2], 0))
+                    setattr(mine, name, torch.cat([a, b], dim=0))
         self.mask = torch.cat([F.pad(self.mask, (width - self.mask.shape[1], 0)),
                                F.pad(other.mask, (width - other.mask.shape[1], 0))], dim=0)
         self.logits = torch.cat([self.logits, other.logits], dim=0)
@@ -129,17 +141,17 @@ class _Batch:
         self.live += other.live
 
 
-def _prefill(model: Any, tokenizer: Any, prompts: Sequence[str], first: int, n: int) -> _Batch:
+def _prefill(model: Any, tokenizer: Any, prompts: Sequence[str], first: int, n: int,
+             engine: str) -> _Batch:
     """Run the prompts once (left-padded), then repeat cache, mask and logits n times each."""
     import torch
-    from transformers import DynamicCache
 
     enc = tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left")
     mask = enc["attention_mask"]
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.inference_mode():
         out = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=positions,
-                    cache=DynamicCache(), use_cache=True, logits_to_keep=1)
+                    cache=new_cache(model, engine), use_cache=True, logits_to_keep=1)
     cache = out.cache
     if n > 1:
         cache.batch_repeat_interleave(n)
@@ -179,7 +191,7 @@ class _Decoder:
         first = self.next_prompt
         chunk = self.prompts[first:first + take]
         self.next_prompt += len(chunk)
-        fresh = _prefill(self.model, self.tokenizer, chunk, first, self.cfg.n)
+        fresh = _prefill(self.model, self.tokenizer, chunk, first, self.cfg.n, self.cfg.engine)
         if batch is None:
             return fresh
         batch.select([i for i, alive in enumerate(batch.live) if alive])
@@ -261,7 +273,7 @@ def sample_completions(
         if on_progress is not None:
             on_progress(done, total)
 
-    decoder = _Decoder(model=model, tokenizer=tokenizer, prompts=[prompts[i] for i in order],
+    decoder = _Decoder(model=sampling_model(model, config.engine), tokenizer=tokenizer, prompts=[prompts[i] for i in order],
                        cfg=config, stops=stops, gen=torch.Generator().manual_seed(config.seed),
                        on_row_done=row_done,
                        results=[["" for _ in range(config.n)] for _ in prompts])

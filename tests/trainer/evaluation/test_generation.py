@@ -28,18 +28,21 @@ def _hf_greedy(tiny: LoadedModel, prompt: str, max_new_tokens: int) -> list[int]
     return out[0, enc["input_ids"].shape[1]:].tolist()
 
 
+@pytest.mark.parametrize("engine", ["fp32", "reference"])
 @pytest.mark.parametrize("batch_rows", [8, 2, 1])
 def test_greedy_matches_per_prompt_generate_with_padding_and_early_stops(
-        tiny: LoadedModel, batch_rows: int) -> None:
+        tiny: LoadedModel, batch_rows: int, engine: str) -> None:
     """Batched decoding (left padding, shared prefill, rows leaving early, prompts joining
-    a running batch) gives exactly what plain per-prompt generate gives."""
+    a running batch) gives exactly what plain per-prompt generate gives, with the in-place
+    KV cache as with transformers' own."""
     prompts = _prompts(3)
     steps = 12
     reference = [_hf_greedy(tiny, p, steps) for p in prompts]
     # Make prompt 0's row stop after its 4th token, so rows leave the batch mid-way.
     decoded0 = [tiny.tokenizer.decode([t]) for t in reference[0]]
     stop = "".join(decoded0[:4])[-3:]
-    cfg = SamplingConfig(n=1, temperature=0.0, max_new_tokens=steps, batch_rows=batch_rows)
+    cfg = SamplingConfig(n=1, temperature=0.0, max_new_tokens=steps, batch_rows=batch_rows,
+                         engine=engine)
     texts, stats = sample_completions(tiny.model, tiny.tokenizer, prompts, config=cfg, stops=[stop])
     for i, ref in enumerate(reference):
         expected = ""
