@@ -54,7 +54,7 @@ class GrowingLayer(DynamicLayer):
         self._v[:, :, self.length:self.length + t] = value_states
         self.length += t
         self._publish()
-        return self.keys, self.values
+        return self._k[:, :, :self.length], self._v[:, :, :self.length]
 
     def get_seq_length(self) -> int:
         return self.length if self.is_initialized else 0
