@@ -18,6 +18,7 @@ from trainer import __version__
 from trainer.cli import eval as eval_cmd
 from trainer.cli import train, worker
 from trainer.errors import ScalefedError
+from trainer.threads import prefer_passive_wait
 
 # Each module exposes ``register(subparsers)`` which adds its sub-command(s) and
 # sets ``func`` (taking the parsed args, returning an exit code) as the default.
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    prefer_passive_wait()  # before any command imports torch
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,14 @@ def test_configure_threads_sets_torch(monkeypatch: pytest.MonkeyPatch) -> None:
         assert configure_threads() == 1 == torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
+
+
+def test_passive_wait_is_a_default_the_user_can_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainer.threads import OMP_WAIT_ENV, prefer_passive_wait
+
+    monkeypatch.delenv(OMP_WAIT_ENV, raising=False)
+    prefer_passive_wait()
+    assert os.environ[OMP_WAIT_ENV] == "PASSIVE"
+    monkeypatch.setenv(OMP_WAIT_ENV, "ACTIVE")
+    prefer_passive_wait()
+    assert os.environ[OMP_WAIT_ENV] == "ACTIVE"

@@ -4,10 +4,13 @@ Why these choices (measured on the 2-core reference machine; see
 ``tests/benchmarks/bench_sampling.py``):
 
 * A decode step at 80 rows spent ~30% of its time in ``DynamicCache``'s
-  per-step ``torch.cat`` (a full copy of every layer's cache for every token)
-  and ~35% in the Linear layers. The ``fp32`` engine keeps the model as trained
-  and swaps only the cache for :class:`~trainer.evaluation.kvcache.GrowingCache`,
-  which writes in place; its numerics equal the reference path's.
+  per-step ``torch.cat`` (a full copy of every layer's cache for every token),
+  most of the rest outside the Linear layers in attention over n identical
+  copies of each prompt, and ~35% in the Linear layers. The ``fp32`` engine keeps
+  the model as trained and decodes with :mod:`trainer.evaluation.prefixcache`:
+  each prompt's keys and values stored once, each row's own tokens written in
+  place, attention split into prefix and suffix parts merged exactly. Its
+  numerics equal the reference path's up to floating-point summation order.
 * The ``int8`` engine also runs the Linear layers (LM head included) as
   fbgemm dynamic int8 GEMMs on a merged copy of the model (adapter folded into
   the weights, per-output-channel weight scales, activations quantised per
@@ -45,21 +48,10 @@ def engine_settings(engine: str) -> dict[str, str]:
     """What the run record says about an engine's numerics."""
     if engine == "int8":
         return {"linear": "fbgemm dynamic int8 (per-output-channel weight scales, per-step "
-                          "activation scales), adapter merged", "kv_cache": "in-place fp32"}
+                          "activation scales), adapter merged", "kv_cache": "shared prompt prefix, fp32"}
     if engine == "fp32":
-        return {"linear": "fp32", "kv_cache": "in-place fp32"}
+        return {"linear": "fp32", "kv_cache": "shared prompt prefix, fp32"}
     return {"linear": "fp32 (PEFT adapter unmerged)", "kv_cache": "transformers DynamicCache"}
-
-
-def new_cache(model: Any, engine: str) -> Any:
-    """An empty KV cache for ``model`` as the engine wants it."""
-    from transformers import DynamicCache
-
-    if engine == "reference":
-        return DynamicCache()
-    from trainer.evaluation.kvcache import GrowingCache
-
-    return GrowingCache(model.config.num_hidden_layers)
 
 
 def sampling_model(model: Any, engine: str) -> Any:

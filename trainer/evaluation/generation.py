@@ -3,7 +3,9 @@
 A plain ``model.generate`` per problem keeps decoding every row until the
 slowest of its n samples stops, and runs at a batch size (n) where CPU decoding
 is memory-bound. Here one batch holds several problems' samples; each prompt is
-prefilled once and its KV cache repeated n times; a row stops the step it
+prefilled once, and its keys and values are stored once for its n rows
+(``trainer.evaluation.prefixcache``; the ``reference`` engine repeats them n
+times, as before); a row stops the step it
 emits EOS or a stop sequence, finished rows are dropped from the cache in
 bulk, and new prompts join the batch as old ones finish (continuous batching),
 so the batch stays near ``batch_rows`` rows instead of draining to a few.
@@ -18,11 +20,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from trainer.errors import TrialCancelledError
-from trainer.evaluation.engine import DEFAULT_ENGINE, check_engine, new_cache, sampling_model
+from trainer.evaluation.engine import DEFAULT_ENGINE, check_engine, sampling_model
 from trainer.evaluation.humaneval import STOP_SEQUENCES, has_stopped
 
 if TYPE_CHECKING:
     import torch
+
+    from trainer.evaluation.batches import PrefixBatch, ReferenceBatch
+
+    Batch = ReferenceBatch | PrefixBatch
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,7 +42,7 @@ class SamplingConfig:
     seed: int = field(default=0, metadata={"help": "sampling seed"})
     batch_rows: int = field(default=80, metadata={"help": "rows (samples) decoded together"})
     engine: str = field(default=DEFAULT_ENGINE, metadata={
-        "help": "int8 (merged int8 copy, in-place KV cache), fp32 (in-place KV cache) or "
+        "help": "int8 (merged int8 copy, shared-prefix KV cache), fp32 (shared-prefix cache) or "
                 "reference (the previous DynamicCache path)"})
 
     def __post_init__(self) -> None:
@@ -88,82 +94,6 @@ def _sample(logits: torch.Tensor, cfg: SamplingConfig, gen: torch.Generator) -> 
 
 
 @dataclass
-class _Batch:
-    """The rows decoding together: their KV cache, attention mask and pending logits.
-
-    Rows that finish stay in the batch as dead weight until a quarter of the
-    batch is dead or new prompts join: compacting copies the whole cache, which
-    costs more than a few wasted row-steps.
-    """
-
-    cache: Any
-    mask: torch.Tensor
-    logits: torch.Tensor
-    owner: list[tuple[int, int]]  # (prompt index, sample index) of each row
-    ids: list[list[int]]
-    texts: list[str]
-    live: list[bool]
-
-    def select(self, keep: list[int]) -> None:
-        import torch
-
-        idx = torch.tensor(keep)
-        self.cache.batch_select_indices(idx)
-        self.mask, self.logits = self.mask[idx], self.logits[idx]
-        self.owner = [self.owner[i] for i in keep]
-        self.ids = [self.ids[i] for i in keep]
-        self.texts = [self.texts[i] for i in keep]
-        self.live = [self.live[i] for i in keep]
-
-    def absorb(self, other: _Batch) -> None:
-        """Append another batch's rows, left-padding the shorter cache so positions line up."""
-        import torch
-        import torch.nn.functional as F
-
-        from trainer.evaluation.kvcache import GrowingCache
-
-        width = max(self.mask.shape[1], other.mask.shape[1])
-        if isinstance(self.cache, GrowingCache):
-            self.cache.stack_left_padded(other.cache)
-        else:
-            for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
-                for name in ("keys", "values"):
-                    a, b = getattr(mine, name), getattr(theirs, name)
-                    a = F.pad(a, (0, 0, width - a.shape[-2], 0))
-                    b = F.pad(b, (0, 0, width - b.shape[-2], 0))
-                    setattr(mine, name, torch.cat([a, b], dim=0))
-        self.mask = torch.cat([F.pad(self.mask, (width - self.mask.shape[1], 0)),
-                               F.pad(other.mask, (width - other.mask.shape[1], 0))], dim=0)
-        self.logits = torch.cat([self.logits, other.logits], dim=0)
-        self.owner += other.owner
-        self.ids += other.ids
-        self.texts += other.texts
-        self.live += other.live
-
-
-def _prefill(model: Any, tokenizer: Any, prompts: Sequence[str], first: int, n: int,
-             engine: str) -> _Batch:
-    """Run the prompts once (left-padded), then repeat cache, mask and logits n times each."""
-    import torch
-
-    enc = tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left")
-    mask = enc["attention_mask"]
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    with torch.inference_mode():
-        out = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=positions,
-                    cache=new_cache(model, engine), use_cache=True, logits_to_keep=1)
-    cache = out.cache
-    if n > 1:
-        cache.batch_repeat_interleave(n)
-    rows = len(prompts) * n
-    return _Batch(cache=cache, mask=mask.repeat_interleave(n, dim=0),
-                  logits=out.logits[:, -1, :].repeat_interleave(n, dim=0),
-                  owner=[(first + p, s) for p in range(len(prompts)) for s in range(n)],
-                  ids=[[] for _ in range(rows)], texts=["" for _ in range(rows)],
-                  live=[True] * rows)
-
-
-@dataclass
 class _Decoder:
     """Continuous batching: prompts join as earlier ones finish, so the batch stays full."""
 
@@ -179,7 +109,7 @@ class _Decoder:
     forward_rows: int = 0
     next_prompt: int = 0
 
-    def _refill(self, batch: _Batch | None) -> _Batch | None:
+    def _refill(self, batch: Batch | None) -> Batch | None:
         live = 0 if batch is None else sum(batch.live)
         room = (self.cfg.batch_rows - live) // self.cfg.n
         # Refill in bulk (at half capacity) so the cache is merged rarely.
@@ -188,17 +118,20 @@ class _Decoder:
         take = max(1, room) if live == 0 else room
         if take < 1:
             return batch
+        from trainer.evaluation.batches import prefill_batch
+
         first = self.next_prompt
         chunk = self.prompts[first:first + take]
         self.next_prompt += len(chunk)
-        fresh = _prefill(self.model, self.tokenizer, chunk, first, self.cfg.n, self.cfg.engine)
+        fresh = prefill_batch(self.model, self.tokenizer, chunk, first=first, n=self.cfg.n,
+                              engine=self.cfg.engine)
         if batch is None:
             return fresh
         batch.select([i for i, alive in enumerate(batch.live) if alive])
         batch.absorb(fresh)
         return batch
 
-    def _consume(self, batch: _Batch, next_tokens: torch.Tensor) -> None:
+    def _consume(self, batch: Batch, next_tokens: torch.Tensor) -> None:
         eos = self.tokenizer.eos_token_id
         for i, tok in enumerate(next_tokens.tolist()):
             if not batch.live[i]:
@@ -219,7 +152,7 @@ class _Decoder:
     def run(self, cancel: threading.Event | None) -> None:
         import torch
 
-        batch: _Batch | None = None
+        batch: Batch | None = None
         while True:
             if cancel is not None and cancel.is_set():
                 raise TrialCancelledError("generation cancelled")
@@ -236,12 +169,8 @@ class _Decoder:
             if len(batch.live) - len(alive) >= max(1, len(batch.live) // 4):
                 batch.select(alive)
                 next_tokens = next_tokens[torch.tensor(alive)]
-            batch.mask = torch.cat([batch.mask, batch.mask.new_ones((batch.mask.shape[0], 1))], 1)
-            positions = batch.mask.sum(-1, keepdim=True) - 1
             with torch.inference_mode():
-                out = self.model(input_ids=next_tokens[:, None], attention_mask=batch.mask,
-                                 position_ids=positions, cache=batch.cache, use_cache=True)
-            batch.cache, batch.logits = out.cache, out.logits[:, -1, :]
+                batch.advance(self.model, next_tokens)
 
 
 def sample_completions(

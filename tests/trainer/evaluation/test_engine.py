@@ -5,9 +5,9 @@ import torch
 
 from trainer.errors import ConfigError
 from trainer.evaluation.engine import check_engine, engine_settings, sampling_model
-from trainer.evaluation.generation import SamplingConfig, sample_completions
+from trainer.evaluation.generation import SamplingConfig
 from trainer.evaluation.humaneval import prepare_prompt, select_problems
-from trainer.evaluation.kvcache import GrowingCache, GrowingLayer
+from trainer.evaluation.prefixcache import SharedPrefixCache
 from trainer.models import LoadedModel, load_model
 
 
@@ -20,50 +20,84 @@ def _prompts(count: int) -> list[str]:
     return [prepare_prompt(p["prompt"]) for p in select_problems(str(count))]
 
 
-def test_growing_layer_holds_what_concatenation_holds() -> None:
-    """Many small appends (crossing several capacity doublings), a row selection and a
-    repeat leave exactly the tensors DynamicCache's torch.cat would hold."""
+def _brute_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v for one row: q [Hq, D], keys/values [Hkv, L, D] (GQA)."""
+    hq, d = q.shape
+    rep = hq // keys.shape[0]
+    k, v = keys.repeat_interleave(rep, dim=0), values.repeat_interleave(rep, dim=0)
+    w = torch.softmax((q[:, None, :] @ k.transpose(-1, -2))[:, 0] / d ** 0.5, dim=-1)
+    return (w[:, None, :] @ v)[:, 0].reshape(-1)
+
+
+def test_prefix_cache_attention_equals_full_softmax_per_row() -> None:
+    """Two prefill groups (left padding), rows dropped mid-way, a group joining after
+    decoding started: every row's output equals softmax attention over its own prompt
+    followed by its own generated tokens, computed row by row."""
     gen = torch.Generator().manual_seed(0)
-    mine = GrowingLayer()
-    keys, values = [], []
-    for t in [5, 1, 1, 13, 1, 40, 1]:
-        k, v = torch.randn(3, 2, t, 4, generator=gen), torch.randn(3, 2, t, 4, generator=gen)
-        keys.append(k)
-        values.append(v)
-        out_k, out_v = mine.update(k, v)
-        assert torch.equal(out_k, torch.cat(keys, dim=-2))
-        assert torch.equal(out_v, torch.cat(values, dim=-2))
-    assert mine.get_seq_length() == 62
-    idx = torch.tensor([2, 0])
-    mine.batch_select_indices(idx)
-    assert torch.equal(mine.keys, torch.cat(keys, dim=-2)[idx])
-    mine.batch_repeat_interleave(3)
-    assert torch.equal(mine.values, torch.cat(values, dim=-2)[idx].repeat_interleave(3, dim=0))
-    k, v = torch.randn(6, 2, 1, 4, generator=gen), torch.randn(6, 2, 1, 4, generator=gen)
-    out_k, _ = mine.update(k, v)
-    assert torch.equal(out_k[:, :, -1:], k) and out_k.shape[-2] == 63
+    hq, hkv, d, n = 6, 2, 8, 3
+    cache = SharedPrefixCache(num_layers=1)
+    prompts: list[tuple[torch.Tensor, torch.Tensor]] = []  # (keys, values) of valid tokens
+    history: list[list[tuple[torch.Tensor, torch.Tensor]]] = []  # per row: its suffix
+
+    def add_group(lengths: list[int]) -> None:
+        width = max(lengths)
+        k = torch.randn(len(lengths), hkv, width, d, generator=gen)
+        v = torch.randn(len(lengths), hkv, width, d, generator=gen)
+        valid = torch.tensor([[c >= width - length for c in range(width)] for length in lengths])
+        cache.add_group([k], [v], valid, n)
+        for j, length in enumerate(lengths):
+            for _ in range(n):
+                prompts.append((k[j, :, width - length:], v[j, :, width - length:]))
+                history.append([])
+
+    def step() -> None:
+        rows = cache.rows
+        q = torch.randn(rows, hq, 1, d, generator=gen)
+        k = torch.randn(rows, hkv, 1, d, generator=gen)
+        v = torch.randn(rows, hkv, 1, d, generator=gen)
+        cache.begin_step()
+        out = cache.attend(0, q, k, v, d ** -0.5)
+        for r in range(rows):
+            history[r].append((k[r, :, 0], v[r, :, 0]))
+            keys = torch.cat([prompts[r][0], torch.stack([h[0] for h in history[r]], dim=1)], 1)
+            vals = torch.cat([prompts[r][1], torch.stack([h[1] for h in history[r]], dim=1)], 1)
+            torch.testing.assert_close(out[r], _brute_attention(q[r, :, 0], keys, vals))
+
+    add_group([5, 3])
+    step()
+    step()
+    keep = [0, 2, 3, 5]  # drop rows of both prompts
+    cache.select(torch.tensor(keep))
+    prompts[:] = [prompts[i] for i in keep]
+    history[:] = [history[i] for i in keep]
+    step()
+    add_group([4])
+    step()
+    step()
+    keep = [r for r in range(cache.rows) if r >= 4]  # the first group leaves entirely
+    cache.select(torch.tensor(keep))
+    prompts[:] = [prompts[i] for i in keep]
+    history[:] = [history[i] for i in keep]
+    assert len(cache.groups) == 1 and cache.width == 2  # columns no row uses are dropped
+    step()
 
 
-def test_stacking_left_pads_the_shorter_cache() -> None:
-    a, b = GrowingCache(1), GrowingCache(1)
-    ka, kb = torch.ones(2, 1, 3, 2), 2 * torch.ones(1, 1, 5, 2)
-    a.update(ka, ka, 0)
-    b.update(kb, kb, 0)
-    a.stack_left_padded(b)
-    keys = a.layers[0].keys
-    assert keys.shape == (3, 1, 5, 2) and a.get_seq_length() == 5
-    assert torch.equal(keys[:2, :, 2:], ka) and bool((keys[:2, :, :2] == 0).all())
-    assert torch.equal(keys[2:], kb)
+def test_prefix_decode_logits_equal_a_full_forward(tiny: LoadedModel) -> None:
+    """Prefill two left-padded prompts, decode three greedy tokens with the shared-prefix
+    step: each step's logits equal the model's plain forward over the whole sequence."""
+    from trainer.evaluation.batches import prefill_batch
 
-
-def test_fp32_engine_samples_exactly_as_the_reference_path(tiny: LoadedModel) -> None:
-    """Same seed, same samples: the in-place cache changes no number, only the copying."""
-    prompts = _prompts(3)
-    out = {}
-    for engine in ("fp32", "reference"):
-        cfg = SamplingConfig(n=4, max_new_tokens=10, seed=3, batch_rows=6, engine=engine)
-        out[engine], _ = sample_completions(tiny.model, tiny.tokenizer, prompts, config=cfg)
-    assert out["fp32"] == out["reference"]
+    prompts = _prompts(2)
+    batch = prefill_batch(tiny.model, tiny.tokenizer, prompts, first=0, n=2, engine="fp32")
+    seqs = [tiny.tokenizer(p)["input_ids"] for p in prompts for _ in range(2)]
+    with torch.inference_mode():
+        for _ in range(3):
+            tokens = batch.logits.argmax(-1)
+            for r, seq in enumerate(seqs):
+                full = tiny.model(input_ids=torch.tensor([seq])).logits[0, -1]
+                torch.testing.assert_close(batch.logits[r], full, rtol=1e-4, atol=1e-4)
+                seq.append(int(tokens[r]))
+            batch.advance(tiny.model, tokens)
 
 
 def test_int8_copy_is_close_and_leaves_the_model_untouched(tiny: LoadedModel) -> None:

@@ -33,7 +33,7 @@ def _hf_greedy(tiny: LoadedModel, prompt: str, max_new_tokens: int) -> list[int]
 def test_greedy_matches_per_prompt_generate_with_padding_and_early_stops(
         tiny: LoadedModel, batch_rows: int, engine: str) -> None:
     """Batched decoding (left padding, shared prefill, rows leaving early, prompts joining
-    a running batch) gives exactly what plain per-prompt generate gives, with the in-place
+    a running batch) gives exactly what plain per-prompt generate gives, with the shared-prefix
     KV cache as with transformers' own."""
     prompts = _prompts(3)
     steps = 12

@@ -1,0 +1,142 @@
+"""The rows the batched sampler decodes together, for each sampling engine.
+
+Both kinds hold the same bookkeeping (pending logits, which sample each row is,
+its tokens and text, whether it is still live) and differ in how keys and values
+are kept: :class:`ReferenceBatch` is the previous path (transformers'
+``DynamicCache``, every row holding its own copy of its prompt);
+:class:`PrefixBatch` keeps each prompt once (``trainer.evaluation.prefixcache``).
+Rows that finish stay in the batch as dead weight until a quarter of it is dead
+or new prompts join: compacting copies caches, which costs more than a few
+wasted row-steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from trainer.evaluation.prefixcache import SharedPrefixCache, decode_step, prefill
+
+
+@dataclass
+class _Rows:
+    logits: torch.Tensor
+    owner: list[tuple[int, int]]  # (prompt index, sample index) of each row
+    ids: list[list[int]]
+    texts: list[str]
+    live: list[bool]
+
+    def _select_rows(self, keep: list[int], idx: torch.Tensor) -> None:
+        self.logits = self.logits[idx]
+        self.owner = [self.owner[i] for i in keep]
+        self.ids = [self.ids[i] for i in keep]
+        self.texts = [self.texts[i] for i in keep]
+        self.live = [self.live[i] for i in keep]
+
+    def _append_rows(self, other: _Rows) -> None:
+        self.logits = torch.cat([self.logits, other.logits], dim=0)
+        self.owner += other.owner
+        self.ids += other.ids
+        self.texts += other.texts
+        self.live += other.live
+
+
+def _fresh_rows(logits: torch.Tensor, first: int, prompts: int, n: int) -> dict[str, Any]:
+    rows = prompts * n
+    return {"logits": logits, "owner": [(first + p, s) for p in range(prompts) for s in range(n)],
+            "ids": [[] for _ in range(rows)], "texts": ["" for _ in range(rows)],
+            "live": [True] * rows}
+
+
+@dataclass
+class ReferenceBatch(_Rows):
+    """The previous path: the prompt cache repeated n times and grown by concatenation."""
+
+    cache: Any
+    mask: torch.Tensor
+
+    def select(self, keep: list[int]) -> None:
+        idx = torch.tensor(keep)
+        self.cache.batch_select_indices(idx)
+        self.mask = self.mask[idx]
+        self._select_rows(keep, idx)
+
+    def absorb(self, other: ReferenceBatch | PrefixBatch) -> None:
+        """Append another batch's rows, left-padding the shorter cache so positions line up."""
+        import torch.nn.functional as F
+
+        assert isinstance(other, ReferenceBatch)
+
+        width = max(self.mask.shape[1], other.mask.shape[1])
+        for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
+            for name in ("keys", "values"):
+                a, b = getattr(mine, name), getattr(theirs, name)
+                a = F.pad(a, (0, 0, width - a.shape[-2], 0))
+                b = F.pad(b, (0, 0, width - b.shape[-2], 0))
+                setattr(mine, name, torch.cat([a, b], dim=0))
+        self.mask = torch.cat([F.pad(self.mask, (width - self.mask.shape[1], 0)),
+                               F.pad(other.mask, (width - other.mask.shape[1], 0))], dim=0)
+        self._append_rows(other)
+
+    def advance(self, model: Any, tokens: torch.Tensor) -> None:
+        """Feed each row its sampled token; the next logits replace the pending ones."""
+        self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], 1)
+        positions = self.mask.sum(-1, keepdim=True) - 1
+        out = model(input_ids=tokens[:, None], attention_mask=self.mask, position_ids=positions,
+                    cache=self.cache, use_cache=True)
+        self.cache, self.logits = out.cache, out.logits[:, -1, :]
+
+
+@dataclass
+class PrefixBatch(_Rows):
+    """Each prompt's keys and values stored once; each row keeps only its own suffix."""
+
+    cache: SharedPrefixCache
+    positions: torch.Tensor  # [B]: position of the token each row feeds next
+
+    def select(self, keep: list[int]) -> None:
+        idx = torch.tensor(keep)
+        self.cache.select(idx)
+        self.positions = self.positions[idx]
+        self._select_rows(keep, idx)
+
+    def absorb(self, other: ReferenceBatch | PrefixBatch) -> None:
+        """Append a freshly prefilled batch's groups and rows."""
+        assert isinstance(other, PrefixBatch)
+        if other.cache.width:
+            raise ValueError("only a fresh batch (nothing decoded yet) can be absorbed")
+        for group in other.cache.groups:
+            self.cache.add_group(group.keys, group.values, group.valid, group.n)
+        self.positions = torch.cat([self.positions, other.positions])
+        self._append_rows(other)
+
+    def advance(self, model: Any, tokens: torch.Tensor) -> None:
+        self.logits = decode_step(model, tokens, self.positions, self.cache)
+        self.positions = self.positions + 1
+
+
+def prefill_batch(model: Any, tokenizer: Any, prompts: Sequence[str], *, first: int, n: int,
+                  engine: str) -> ReferenceBatch | PrefixBatch:
+    """Run the prompts once (left-padded) and return their n rows each, ready to decode."""
+    enc = tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    with torch.inference_mode():
+        if engine != "reference":
+            cache = SharedPrefixCache(num_layers=model.config.num_hidden_layers)
+            logits = prefill(model, ids, mask, cache, n)
+            return PrefixBatch(cache=cache, positions=mask.sum(-1).repeat_interleave(n),
+                               **_fresh_rows(logits, first, len(prompts), n))
+        from transformers import DynamicCache
+
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                    cache=DynamicCache(), use_cache=True, logits_to_keep=1)
+    cache = out.cache
+    if n > 1:
+        cache.batch_repeat_interleave(n)
+    return ReferenceBatch(cache=cache, mask=mask.repeat_interleave(n, dim=0),
+                          **_fresh_rows(out.logits[:, -1, :].repeat_interleave(n, dim=0),
+                                        first, len(prompts), n))
