@@ -132,8 +132,14 @@ def distribution_status(cfg: StudyConfig, label: str, *, with_answer: bool = Tru
                         storage: Any = None) -> DistributionStatus:
     """One distribution's progress and answer. A label the study file does not list
     (``dirichlet-0.3``) is answered by the shared surrogate at the h of its split."""
-    listed = label in {d.label for d in cfg.distributions}
-    dist = cfg.distribution(label) if listed else parse_label(label)
+    labels = [d.label for d in cfg.distributions]
+    listed = label in labels
+    try:
+        dist = cfg.distribution(label) if listed else parse_label(label)
+    except ConfigError as exc:
+        raise ConfigError("distribution", f"unknown distribution {clip(repr(label), 80)}",
+                          accepted=f"{', '.join(labels)}, or a label never run: {exc.accepted}"
+                          ) from None
     storage = storage or store.open_storage(cfg.storage_url)
     name = cfg.study_name(dist)
     if not listed or dist not in store.existing_studies(cfg, storage):

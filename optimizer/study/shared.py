@@ -28,6 +28,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from optimizer.science.answer import Answer, compute_answer, observed_best
+from optimizer.science.noise import NoiseEstimate
 from optimizer.science.space import ParamSpec
 from optimizer.science.surrogate import Observation
 from optimizer.study import storage as store
@@ -86,12 +87,22 @@ def own_h(trials: Sequence[FrozenTrial]) -> float | None:
     return float(np.median(values)) if values else None
 
 
-def with_h(trials: Sequence[FrozenTrial]) -> list[Observation]:
-    """One study's observations (its own noise model) with ``h`` added; trials without
-    an ``h`` are left out."""
+def with_h(trials: Sequence[FrozenTrial], *,
+           noise: NoiseEstimate | None = None) -> list[Observation]:
+    """One study's observations with ``h`` added; trials without an ``h`` are left out.
+
+    ``noise`` is the family's noise model: every distribution of a family shares the
+    problems and the seeds, so one two-way fit over all their trials estimates a
+    trial's noise relative to the others better than a few trials of one study can."""
     hs = {t.number: trial_h(t) for t in trials}
     return [dataclasses.replace(o, params={**o.params, H_NAME: hs[o.number]})
-            for o in store.observations(trials) if hs.get(o.number) is not None]
+            for o in store.observations(trials, noise=noise) if hs.get(o.number) is not None]
+
+
+def pooled(studies: dict[str, list[FrozenTrial]]) -> list[Observation]:
+    """Every family study's observations with ``h``, under the family's noise model."""
+    noise = store.study_noise([t for ts in studies.values() for t in ts])
+    return [o for ts in studies.values() for o in with_h(ts, noise=noise)]
 
 
 def family(cfg: StudyConfig, storage: BaseStorage) -> dict[str, list[FrozenTrial]]:
@@ -119,7 +130,7 @@ def family_observations(cfg: StudyConfig, storage: BaseStorage, *, label: str,
     studies = family(cfg, storage)
     if trials is not None:
         studies[label] = list(trials)
-    return [o for study_trials in studies.values() for o in with_h(study_trials)]
+    return pooled(studies)
 
 
 def h_source(studies: dict[str, list[FrozenTrial]]) -> str:
@@ -156,8 +167,10 @@ def shared_answer(cfg: StudyConfig, storage: BaseStorage, dist: DistributionSpec
         if not any(trial_h(t) is not None for ts in studies.values() for t in ts):
             return SharedAnswer(answer=None, heterogeneity=None, predicted=True)
         h = split_heterogeneity(cfg.base_params(dist), source=h_source(studies))
-    obs = [o for ts in studies.values() for o in with_h(ts)]
-    noise = store.study_noise(own) if own else None
+    obs = pooled(studies)
+    # The level's between-problem SE: the family shares the problems, so a label never
+    # run gets the family's.
+    noise = store.study_noise(own) or store.study_noise([t for ts in studies.values() for t in ts])
     ans = compute_answer(shared_space(cfg), obs, seed=cfg.seed, stop=stop, regions=regions,
                          epsilon=cfg.stop.epsilon, fixed={H_NAME: h},
                          level_se=noise.between_problem_se if noise is not None else 0.0)
@@ -187,3 +200,44 @@ def distribution_answer(cfg: StudyConfig, storage: BaseStorage, dist: Distributi
         if shared.answer is not None:
             return shared.answer, h
     return store.study_answer(cfg, trials, stop=stop, regions=regions), h
+
+
+@dataclass(frozen=True, kw_only=True)
+class CurvePoint:
+    """The optimum at one heterogeneity, with the bounds of its 90% region."""
+
+    h: float = field(metadata=meta("heterogeneity the surface was held at"))
+    label: str = field(metadata=meta("the studied distribution at this h, or empty"))
+    params: dict[str, Any] = field(metadata=meta("the predicted optimum (without h)"))
+    mean: float = field(metadata=meta("posterior mean of pass@k there"))
+    bounds: dict[str, tuple[Any, ...]] = field(metadata=meta("the 90% region, per parameter"))
+
+
+def curve(cfg: StudyConfig, storage: BaseStorage, *, points: int = 11) -> list[CurvePoint]:
+    """s*(h), p*(h) with their 90% regions: ``points`` values of h evenly over [0, 1] and
+    every studied distribution's own h, from the shared surrogate (empty while fewer
+    than 3 family trials carry an h)."""
+    studies = family(cfg, storage)
+    obs = pooled(studies)
+    if len(obs) < 3:
+        return []
+    grid = {round(float(h), 6): "" for h in np.linspace(0.0, 1.0, points)}
+    for label, trials in studies.items():
+        h = own_h(trials)
+        if h is not None:
+            grid[h] = label
+    out = []
+    for h, label in sorted(grid.items()):
+        ans = compute_answer(shared_space(cfg), obs, seed=cfg.seed, epsilon=cfg.stop.epsilon,
+                             fixed={H_NAME: h})
+        if ans.predicted is None or ans.argmax_region is None:
+            continue
+        params = {k: v for k, v in ans.predicted.params.items() if k != H_NAME}
+        out.append(CurvePoint(h=h, label=label, params=params, mean=ans.predicted.mean,
+                              bounds=dict(ans.argmax_region.bounds)))
+    return out
+
+
+def family_points(cfg: StudyConfig, storage: BaseStorage) -> list[tuple[str, Observation]]:
+    """Every family trial with an ``h`` as (label, observation): the trials on a curve plot."""
+    return [(label, o) for label, trials in family(cfg, storage).items() for o in with_h(trials)]

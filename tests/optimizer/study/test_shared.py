@@ -121,3 +121,44 @@ def test_answers_for_studied_and_never_run_labels(tmp_path: Path, surrogate: str
     assert ans.argmax_region is not None and ans.argmax_region.n_points > 0
     with pytest.raises(ConfigError, match="distribution"):
         distribution_status(cfg, "dirichlet-zero")
+
+
+def test_study_curve_and_best_for_a_never_run_label_on_the_command_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from optimizer.cli import main
+
+    storage = f"sqlite:///{tmp_path}/fam.db"
+    cfg = _study(storage, n_trials=4)
+    run_study(cfg, [SyntheticBackend()], resume=False)
+    path = tmp_path / "fam.toml"
+    path.write_text(f'''name = "fam"
+seed = 0
+n_trials = 4
+storage = "{storage}"
+distributions = [{{ kind = "iid" }}, {{ kind = "dirichlet", alpha = 0.1 }}]
+[space.scaling_factor]
+low = 0.25
+high = 4.0
+log = true
+[space.participation]
+low = 0.1
+high = 1.0
+[profile]
+model = "tiny-random"
+problems = "40"
+samples = 10
+clients = 10
+[sampler]
+n_startup_trials = 3
+kind = "surrogate"
+surrogate = "shared"
+''')
+    assert main(["study", "best", str(path), "--distribution", "dirichlet-0.3"]) == 0
+    row = capsys.readouterr().out.strip().splitlines()[-1]
+    assert row.startswith("| dirichlet-0.3 |") and "prediction at h = 0.5" in row
+    png = tmp_path / "curve.png"
+    assert main(["study", "curve", str(path), "--out", str(png), "--points", "3"]) == 0
+    out = capsys.readouterr().out
+    assert png.stat().st_size > 0
+    rows = [r for r in out.splitlines() if r.startswith(("| 0.", "| 1."))]
+    assert [r.split("|")[2].strip() for r in rows] == ["-", "iid", "-", "dirichlet-0.1", "-"]
