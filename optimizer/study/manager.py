@@ -163,7 +163,16 @@ def _predicted_status(cfg: StudyConfig, dist: DistributionSpec, storage: Any, *,
     if not with_answer:
         return DistributionStatus(study_name=name, label=dist.label, exists=False,
                                   n_trials=n_trials)
-    pred = shared_answer(cfg, storage, dist)
+    try:
+        pred = shared_answer(cfg, storage, dist)
+    except (ConfigError, OSError) as exc:
+        if n_trials == 0:
+            raise  # the label was asked for: say why it has no answer
+        # A listed distribution not started yet keeps its row even where its split cannot
+        # be computed here (a corpus only the workers can read).
+        log.warning("%s: no prediction (%s)", dist.label, exc)
+        return DistributionStatus(study_name=name, label=dist.label, exists=False,
+                                  n_trials=n_trials)
     return DistributionStatus(study_name=name, label=dist.label, exists=False,
                               n_trials=n_trials, answer=pred.answer,
                               heterogeneity=pred.heterogeneity, predicted=True)

@@ -119,7 +119,8 @@ def family(cfg: StudyConfig, storage: BaseStorage) -> dict[str, list[FrozenTrial
                         frozen.study_name)
             continue
         label = frozen.study_name[len(prefix):]
-        out[label] = storage.get_all_trials(frozen._study_id, deepcopy=False)
+        study_id = storage.get_study_id_from_name(frozen.study_name)
+        out[label] = storage.get_all_trials(study_id, deepcopy=False)
     return out
 
 
