@@ -115,7 +115,11 @@ def _best(args: argparse.Namespace) -> int:
 
     cfg = _load(args)
     if not args.json:
-        print(answer_table(study_status(cfg), epsilon=cfg.stop.epsilon), end="")
+        status = study_status(cfg)
+        if args.distribution:  # listed or never run (predicted by the shared surrogate)
+            status = dataclasses.replace(status, distributions=tuple(
+                distribution_status(cfg, label) for label in args.distribution))
+        print(answer_table(status, epsilon=cfg.stop.epsilon), end="")
         return 0
     labels = args.distribution or [d.label for d in cfg.distributions]
     out = {label: _jsonable(distribution_status(cfg, label)) for label in labels}
@@ -126,6 +130,24 @@ def _best(args: argparse.Namespace) -> int:
 def _jsonable(obj: Any) -> Any:
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) and not isinstance(obj, type) \
         else obj
+
+
+def _curve(args: argparse.Namespace) -> int:
+    from optimizer.study.report import curve_table, plot_curve
+    from optimizer.study.shared import curve, family_points
+    from optimizer.study.storage import open_storage
+
+    cfg = _load(args)
+    storage = open_storage(cfg.storage_url)
+    points = curve(cfg, storage, points=args.points)
+    if not points:
+        print(f"no curve yet: {cfg.name} needs 3 complete trials that carry a heterogeneity")
+        return 1
+    print(curve_table(points), end="")
+    out = Path(args.out or f"runs/{cfg.name}-curve.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    print(f"wrote {plot_curve(cfg, points, family_points(cfg, storage), out)}")
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -257,6 +279,9 @@ def register(subparsers: Any) -> None:
         ("best", ("the answer table: predicted optimum with its credible interval and the "
                   "observed best"), _best, False),
         ("report", "write PNG plots, an HTML page and answer.md", _report, False),
+        ("curve", ("s*(h) and p*(h) with their credible regions from the surrogate shared "
+                   "across distributions (h: heterogeneity of the split), and a PNG"),
+         _curve, False),
     ]
     for name, text, func, runs in commands:
         p = sub.add_parser(name, help=text, description=text)
@@ -266,8 +291,14 @@ def register(subparsers: Any) -> None:
         if name == "best":
             p.add_argument("--json", action="store_true", help="machine-readable output")
             p.add_argument("--distribution", action="append", metavar="LABEL",
-                           help="only this distribution (with --json); repeatable")
+                           help="only this distribution; a label never run (e.g. "
+                                "dirichlet-0.3) is predicted at the heterogeneity of its "
+                                "split; repeatable")
         if name == "report":
             p.add_argument("--out", metavar="DIR", help="output folder [runs/<name>-report]")
+        if name == "curve":
+            p.add_argument("--out", metavar="PNG", help="the plot [runs/<name>-curve.png]")
+            p.add_argument("--points", type=int, default=11, metavar="N",
+                           help="values of h evenly over [0, 1], besides the studied ones")
         p.set_defaults(func=func)
     register_actions(sub, common=_common, load=_load)

@@ -33,11 +33,13 @@ def expected_improvement(mean: np.ndarray, sd: np.ndarray, best: float) -> np.nd
 
 def propose(space: Sequence[ParamSpec], observations: Sequence[Observation], *,
             pending: Sequence[Mapping[str, Any]] = (), seed: int = 0,
-            per_axis: int = 41, xi: float = 0.0) -> dict[str, Any]:
+            per_axis: int = 41, xi: float = 0.0,
+            fixed: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The candidate with the highest expected improvement (``pending``: running trials).
 
     ``xi`` (in units of the trial noise) raises the bar an improvement must clear, which
-    pushes proposals away from spots the GP already knows well."""
+    pushes proposals away from spots the GP already knows well. ``fixed`` holds
+    coordinates at given values in every candidate (and in the incumbent)."""
     obs = [o for o in observations if math.isfinite(o.value)]
     if pending:
         believed = Surrogate(space, obs, seed=seed)
@@ -46,9 +48,11 @@ def propose(space: Sequence[ParamSpec], observations: Sequence[Observation], *,
         obs = obs + [Observation(number=-1 - i, params=dict(p), value=float(m), stderr=noise)
                      for i, (p, m) in enumerate(zip(pending, means, strict=True))]
     surrogate = Surrogate(space, obs, seed=seed)
-    cands = space_mod.candidates(space, per_axis=per_axis, seed=seed)
+    held = dict(fixed or {})
+    cands = [{**c, **held} for c in space_mod.candidates(
+        [p for p in space if p.name not in held], per_axis=per_axis, seed=seed)]
     mean, sd = surrogate.predict(cands)
-    seen, _ = surrogate.predict([o.params for o in obs])
+    seen, _ = surrogate.predict([{**o.params, **held} for o in obs])
     noise = float(np.median([o.stderr for o in obs]))
     ei = expected_improvement(mean, sd, float(np.max(seen)) + xi * noise)
     return dict(cands[int(np.argmax(ei))])

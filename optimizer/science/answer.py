@@ -71,16 +71,25 @@ def predicted_optimum(surrogate: Surrogate, cands: Sequence[Mapping[str, Any]], 
                       level_lower=m - half, level_upper=m + half)
 
 
+def _without(region: Region, fixed: Mapping[str, Any]) -> Region:
+    """``region`` without the axes held fixed (their one value says nothing)."""
+    bounds = {k: v for k, v in region.bounds.items() if k not in fixed}
+    return Region(mass=region.mass, bounds=bounds, n_points=region.n_points)
+
+
 def compute_answer(space: Sequence[ParamSpec], observations: Sequence[Observation], *,
                    seed: int = 0, stop: Mapping[str, Any] | None = None,
                    per_axis: int = 41, epsilon: float = 0.02, level_se: float = 0.0,
-                   regions: bool = True) -> Answer:
+                   regions: bool = True, fixed: Mapping[str, Any] | None = None) -> Answer:
     """The full answer; the GP needs at least 3 complete trials (else only the observed best).
 
     ``stop`` holds the keyword arguments of ``stop_decision`` (min_trials, epsilon,
     probability) to evaluate the stop rule too. ``regions`` adds the 90% argmax and
     epsilon-optimal regions (``optimizer.science.regions``); ``level_se`` is the
-    between-problem SE added to the level CI only.
+    between-problem SE added to the level CI only. ``fixed`` holds coordinates of the
+    space at given values (the heterogeneity of one distribution, when one surrogate
+    spans several): the answer is the optimum over the other coordinates there, and
+    the regions leave the fixed ones out.
     """
     from threadpoolctl import threadpool_limits
 
@@ -90,21 +99,23 @@ def compute_answer(space: Sequence[ParamSpec], observations: Sequence[Observatio
     # Small dense algebra: BLAS threads only add contention (and the trainer wants the cores).
     with threadpool_limits(1):
         return _answer(space, obs, seed=seed, stop=stop, per_axis=per_axis, epsilon=epsilon,
-                       level_se=level_se, regions=regions)
+                       level_se=level_se, regions=regions, fixed=dict(fixed or {}))
 
 
 def _answer(space: Sequence[ParamSpec], obs: Sequence[Observation], *, seed: int,
             stop: Mapping[str, Any] | None, per_axis: int, epsilon: float, level_se: float,
-            regions: bool) -> Answer:
+            regions: bool, fixed: dict[str, Any]) -> Answer:
     surrogate = Surrogate(space, obs, seed=seed)
-    cands = space_mod.candidates(space, per_axis=per_axis, seed=seed)
+    free = [p for p in space if p.name not in fixed]
+    cands = [{**c, **fixed} for c in space_mod.candidates(free, per_axis=per_axis, seed=seed)]
     decision = None
     if stop is not None:
         decision = stop_decision(surrogate, cands, n_complete=len(obs), seed=seed, **stop)
     argmax_region = epsilon_region = None
     if regions:
-        argmax_region, epsilon_region = posterior_regions(surrogate, cands, epsilon=epsilon,
-                                                          seed=seed)
+        argmax_region, epsilon_region = (
+            _without(r, fixed) for r in posterior_regions(surrogate, cands, epsilon=epsilon,
+                                                           seed=seed))
     return Answer(n_complete=len(obs), observed_best=observed_best(obs),
                   predicted=predicted_optimum(surrogate, cands, level_se=level_se),
                   stop=decision, argmax_region=argmax_region, epsilon_region=epsilon_region,

@@ -42,6 +42,14 @@ def default_optimum(kind: str, alpha: float | None) -> tuple[float, float]:
     return 1.6 * math.exp(-1.2 * h), 0.3 + 0.5 * h
 
 
+def optimum_at(h: float) -> tuple[float, float]:
+    """(scaling factor, participation) optimum as a smooth function of a measured
+    heterogeneity ``h`` in [0, 1] (the mean TV distance of a real partition): s* falls
+    log-linearly from 3 (extrapolate when clients agree) and p* rises from 0.25."""
+    h = min(max(h, 0.0), 1.0)
+    return 3.0 * math.exp(-2.5 * h), 0.25 + 0.6 * h
+
+
 @dataclass(frozen=True, kw_only=True)
 class Landscape:
     """The true response surface of one distribution."""

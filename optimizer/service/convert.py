@@ -168,7 +168,10 @@ def study_to_proto(status: StudyStatus, *, error: BaseException | None = None,
 def best_to_proto(study: str, dist: DistributionStatus) -> pb.BestAnswer:
     """The GetBest reply for one distribution's status (its ``answer`` may be None)."""
     msg = pb.BestAnswer(study=study, distribution=dist.label, study_name=dist.study_name,
-                        exists=dist.exists, stopped=dist.stopped or "")
+                        exists=dist.exists, stopped=dist.stopped or "",
+                        is_prediction=dist.predicted)
+    if dist.heterogeneity is not None:
+        msg.heterogeneity = dist.heterogeneity
     if dist.verification is not None:
         msg.verification.CopyFrom(lift_to_proto(dist.verification))
     ans = dist.answer

@@ -20,12 +20,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from optimizer.science.synthetic import Landscape, default_optimum, noise_seed, simulate
+from optimizer.science.synthetic import Landscape, noise_seed, optimum_at, simulate
 from optimizer.study.endpoints import TrainerEndpoint
+from optimizer.study.heterogeneity import heterogeneity_of_record, synthetic_partition
 from trainer.contract import (
     RoundEvent,
     TrialEvent,
     TrialFunction,
+    TrialResult,
     TrialSpec,
     load_trial_function,
     planned_rounds,
@@ -58,6 +60,9 @@ class BackendResult:
     k: int = 10
     correct: tuple[int, ...] = ()  # passing samples per problem, aligned with problems
     record: Mapping[str, Any] = field(default_factory=dict)
+    # Mean TV distance of the trial's client split (optimizer.study.heterogeneity); None
+    # when the trainer reported no partition.
+    heterogeneity: float | None = None
 
 
 class TrialBackend(Protocol):
@@ -84,8 +89,11 @@ def problem_ids(problems: str) -> tuple[str, ...]:
 class SyntheticBackend:
     """Known-optimum trainer with binomial evaluation noise. Thread-safe.
 
-    ``landscapes`` maps a distribution label (``iid``, ``dirichlet-0.1``...) to its true
-    surface; missing labels get ``default_optimum``. ``delay_s`` sleeps per round (to test
+    Each trial's client split is a real partition of a fixed synthetic data set
+    (``optimizer.study.heterogeneity.synthetic_partition``), and its heterogeneity ``h``
+    places the true optimum (``optimum_at(h)``), so ``h`` reaches the optimizer as it
+    does from a real trial. ``landscapes`` maps a distribution label (``iid``,
+    ``dirichlet-0.1``...) to a surface of its own instead. ``delay_s`` sleeps per round (to test
     crashes mid-trial); ``fail_first`` makes the first N calls die like a lost trainer.
     """
 
@@ -96,21 +104,27 @@ class SyntheticBackend:
         self._delay_s = delay_s
         self._max_rounds = max_rounds
         self._fail_left = fail_first
+        self._splits: dict[tuple[str, int, int], dict[str, Any]] = {}
         self._lock = threading.Lock()
 
-    def landscape(self, params: Mapping[str, Any]) -> Landscape:
+    def landscape(self, params: Mapping[str, Any]) -> tuple[Landscape, dict[str, Any]]:
+        """The true surface for ``params`` and the record of the split it was placed by."""
         kind = str(params.get("distribution", "iid"))
         alpha = float(params["alpha"]) if kind == "dirichlet" else None
         label = f"dirichlet-{alpha:g}" if alpha is not None else kind
+        key = (label, int(params.get("clients", 10)), int(params.get("partition_seed", 0)))
+        if key not in self._splits:
+            self._splits[key] = synthetic_partition(params).to_record()
+        split = self._splits[key]
         if label not in self._landscapes:
-            s, p = default_optimum(kind, alpha)
-            self._landscapes[label] = Landscape(optimum_s=s, optimum_p=p)
-        return self._landscapes[label]
+            s, p = optimum_at(float(split["heterogeneity_mean_tv"]))
+            return Landscape(optimum_s=s, optimum_p=p), split
+        return self._landscapes[label], split
 
     def run(self, params: Mapping[str, Any], *, on_round: RoundCallback | None = None,
             cancel: threading.Event | None = None) -> BackendResult:
         with self._lock:
-            land = self.landscape(params)
+            land, split = self.landscape(params)
             die = self._fail_left > 0
             self._fail_left -= int(die)
         s, p = float(params["scaling_factor"]), float(params["participation"])
@@ -136,9 +150,10 @@ class SyntheticBackend:
                                       problem_seed=0, rng=rng, crn_seed=seed)
         record = {"backend": "synthetic", "rounds": rounds, "correct": correct,
                   "seconds": time.monotonic() - started,
-                  "true_optimum": [land.optimum_s, land.optimum_p]}
+                  "true_optimum": [land.optimum_s, land.optimum_p], "partition": split}
         return BackendResult(pass_at_k=value, stderr=se, n=n, problems=ids, k=k,
-                             correct=tuple(correct), record=record)
+                             correct=tuple(correct), record=record,
+                             heterogeneity=float(split["heterogeneity_mean_tv"]))
 
 
 class InProcessBackend:
@@ -160,9 +175,7 @@ class InProcessBackend:
                 on_round(event.round, float(value))
 
         result = self._fn(spec, on_event=on_event, cancel=cancel)
-        return BackendResult(pass_at_k=result.pass_at_k, stderr=result.stderr, n=result.n,
-                             problems=tuple(result.problems), k=result.k,
-                             correct=tuple(result.correct), record=dict(result.record))
+        return _result_of(result)
 
 
 # gRPC's own reconnect backoff grows to 120 s: after a long outage, calls would fail fast
@@ -251,13 +264,20 @@ class GrpcBackend:
                 delay = min(delay * 2, 10.0)
             except Exception as exc:  # every failure maps to one runner outcome
                 raise _backend_error(self.name, exc) from exc
-        return BackendResult(pass_at_k=result.pass_at_k, stderr=result.stderr, n=result.n,
-                             problems=tuple(result.problems), k=result.k,
-                             correct=tuple(result.correct), record=dict(result.record))
+        return _result_of(result)
 
     def close(self) -> None:
         """Close the channel to the worker."""
         self._client.close()
+
+
+def _result_of(result: TrialResult) -> BackendResult:
+    """A real trial's result, with the heterogeneity of the split its record reports."""
+    record = dict(result.record)
+    return BackendResult(pass_at_k=result.pass_at_k, stderr=result.stderr, n=result.n,
+                         problems=tuple(result.problems), k=result.k,
+                         correct=tuple(result.correct), record=record,
+                         heterogeneity=heterogeneity_of_record(record))
 
 
 def _round_forwarder(on_round: RoundCallback | None) -> Callable[[TrialEvent], None] | None:

@@ -22,8 +22,15 @@ from optimizer.study import storage as store
 from optimizer.study.backends import SyntheticBackend, TrialBackend, make_backends
 from optimizer.study.endpoints import TrainerEndpoint
 from optimizer.study.runner import RunOutcome, StudyRunner, trial_summary
+from optimizer.study.shared import (
+    distribution_answer,
+    is_shared,
+    own_h,
+    parse_label,
+    shared_answer,
+)
 from optimizer.study.storageurl import clip, redact, sqlite_path
-from optimizer.study.studyfile import StudyConfig
+from optimizer.study.studyfile import DistributionSpec, StudyConfig
 from optimizer.study.verify import stored_lift
 from trainer.errors import ConfigError
 
@@ -42,6 +49,9 @@ class DistributionStatus:
     stopped: str | None = None  # the stop-rule reason, once met
     answer: answer_mod.Answer | None = None
     verification: Lift | None = None  # `scalefed study verify`: lift over FedAvg
+    heterogeneity: float | None = None  # mean TV distance of its split (study.heterogeneity)
+    # No trial of its own: the answer is the shared surrogate's prediction at its h.
+    predicted: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,20 +130,52 @@ def run_study(cfg: StudyConfig, backends: Sequence[TrialBackend], *, resume: boo
 
 def distribution_status(cfg: StudyConfig, label: str, *, with_answer: bool = True,
                         storage: Any = None) -> DistributionStatus:
-    dist = cfg.distribution(label)
+    """One distribution's progress and answer. A label the study file does not list
+    (``dirichlet-0.3``) is answered by the shared surrogate at the h of its split."""
+    labels = [d.label for d in cfg.distributions]
+    listed = label in labels
+    try:
+        dist = cfg.distribution(label) if listed else parse_label(label)
+    except ConfigError as exc:
+        raise ConfigError("distribution", f"unknown distribution {clip(repr(label), 80)}",
+                          accepted=f"{', '.join(labels)}, or a label never run: {exc.accepted}"
+                          ) from None
     storage = storage or store.open_storage(cfg.storage_url)
     name = cfg.study_name(dist)
-    if dist not in store.existing_studies(cfg, storage):
-        return DistributionStatus(study_name=name, label=label, exists=False, n_trials=cfg.n_trials)
+    if not listed or dist not in store.existing_studies(cfg, storage):
+        return _predicted_status(cfg, dist, storage, with_answer=with_answer and (
+            not listed or is_shared(cfg)), n_trials=cfg.n_trials if listed else 0)
     study = store.create_or_load(cfg, dist, storage, must_exist=True)
     trials = study.get_trials(deepcopy=False)
-    ans = None
+    ans, h = None, own_h(trials)
     if with_answer:
-        ans = store.study_answer(cfg, trials)
+        ans, h = distribution_answer(cfg, storage, dist, trials)
     return DistributionStatus(study_name=name, label=label, exists=True,
                               states=trial_summary(trials), n_trials=cfg.n_trials,
                               stopped=study.user_attrs.get(store.STOPPED_ATTR), answer=ans,
-                              verification=stored_lift(study.user_attrs))
+                              verification=stored_lift(study.user_attrs), heterogeneity=h)
+
+
+def _predicted_status(cfg: StudyConfig, dist: DistributionSpec, storage: Any, *,
+                      with_answer: bool, n_trials: int) -> DistributionStatus:
+    """A distribution without a study of its own: predicted, when asked, from the others."""
+    name = cfg.study_name(dist)
+    if not with_answer:
+        return DistributionStatus(study_name=name, label=dist.label, exists=False,
+                                  n_trials=n_trials)
+    try:
+        pred = shared_answer(cfg, storage, dist)
+    except (ConfigError, OSError) as exc:
+        if n_trials == 0:
+            raise  # the label was asked for: say why it has no answer
+        # A listed distribution not started yet keeps its row even where its split cannot
+        # be computed here (a corpus only the workers can read).
+        log.warning("%s: no prediction (%s)", dist.label, exc)
+        return DistributionStatus(study_name=name, label=dist.label, exists=False,
+                                  n_trials=n_trials)
+    return DistributionStatus(study_name=name, label=dist.label, exists=False,
+                              n_trials=n_trials, answer=pred.answer,
+                              heterogeneity=pred.heterogeneity, predicted=True)
 
 
 def study_status(cfg: StudyConfig, *, with_answer: bool = True) -> StudyStatus:
@@ -254,7 +296,8 @@ class StudyManager:
                            running=self._is_running(name), distributions=status.distributions)
 
     def best(self, name: str, distribution: str) -> DistributionStatus:
-        """The answer for one distribution (observed best and predicted optimum)."""
+        """The answer for one distribution (observed best and predicted optimum); a label
+        the study never ran is predicted by the shared surrogate at its split's h."""
         return distribution_status(self._config(name), distribution)
 
     def error(self, name: str) -> BaseException | None:

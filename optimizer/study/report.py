@@ -13,8 +13,10 @@ import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
 from optimizer.science import answer as answer_mod
+from optimizer.science.surrogate import Observation
 from optimizer.study.manager import DistributionStatus, StudyStatus, completed_trials, study_status
-from optimizer.study.storage import observations
+from optimizer.study.shared import CurvePoint, curve, family_points
+from optimizer.study.storage import observations, open_storage
 from optimizer.study.studyfile import StudyConfig
 
 
@@ -58,6 +60,8 @@ def _answer_row(d: DistributionStatus) -> str:
         o = f"({os_}, {op}): {obs.value:.3f} +/- {obs.stderr:.3f}"
     lift = d.verification.describe() if d.verification is not None else "not verified"
     state = "stopped by rule" if d.stopped else ("not started" if not d.exists else "")
+    if d.predicted and d.heterogeneity is not None:
+        state = f"prediction at h = {d.heterogeneity:.3f} (no trials of its own)"
     done = d.states.get("COMPLETE", 0)
     return (f"| {d.label} | {s} | {p} | {ci} | {regions[0]} | {regions[1]} | {o} | {lift} "
             f"| {done}/{d.n_trials} | {state} |")
@@ -207,6 +211,62 @@ def plot_history(cfg: StudyConfig, histories: Mapping[str, Sequence[FrozenTrial]
     return _save(fig, ax, path, xlabel="trial number", title=f"{cfg.name}: optimisation history")
 
 
+def curve_table(points: Sequence[CurvePoint]) -> str:
+    """s*(h) and p*(h) with the bounds of the 90% region, one markdown row per h."""
+    head = ("| h | distribution | s* | s* 90% region | p* | p* 90% region | pass@10 at s*, p* |\n"
+            "|---|---|---|---|---|---|---|\n")
+    rows = []
+    for c in points:
+        s_lo, s_hi = c.bounds.get("scaling_factor", (math.nan, math.nan))
+        p_lo, p_hi = c.bounds.get("participation", (math.nan, math.nan))
+        rows.append(f"| {c.h:.3f} | {c.label or '-'} | {c.params.get('scaling_factor', 0):.3g} "
+                    f"| [{s_lo:.3g}, {s_hi:.3g}] | {c.params.get('participation', 0):.2f} "
+                    f"| [{p_lo:.2f}, {p_hi:.2f}] | {c.mean:.3f} |")
+    return head + "\n".join(rows) + "\n"
+
+
+def plot_curve(cfg: StudyConfig, points: Sequence[CurvePoint],
+               trials: Sequence[tuple[str, Observation]], path: Path) -> Path:
+    """s*(h) and p*(h) from the shared surrogate with their 90% bands, trials on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 1, figsize=(6.4, 6.4), sharex=True)
+    hs = [c.h for c in points]
+    for ax, name, ylabel in ((axes[0], "scaling_factor", "server scaling factor s*"),
+                             (axes[1], "participation", "participation p*")):
+        lo = [c.bounds.get(name, (math.nan, math.nan))[0] for c in points]
+        hi = [c.bounds.get(name, (math.nan, math.nan))[1] for c in points]
+        ax.fill_between(hs, lo, hi, color="C0", alpha=0.18, label="90% region")
+        ax.plot(hs, [c.params.get(name, math.nan) for c in points], color="C0", label="optimum")
+        studied = [c for c in points if c.label]
+        ax.scatter([c.h for c in studied], [c.params.get(name, math.nan) for c in studied],
+                   marker="*", s=140, color="C3", zorder=4, label="studied distributions")
+        if trials:
+            sc = ax.scatter([o.params["heterogeneity"] for _, o in trials],
+                            [o.params.get(name, math.nan) for _, o in trials],
+                            c=[o.value for _, o in trials], cmap="magma", s=16, zorder=3,
+                            edgecolors="none", label="trials")
+            fig.colorbar(sc, ax=ax, label="pass@10")
+        ax.set_ylabel(ylabel)
+        ax.legend(loc="best", fontsize=7)
+    if any(p.name == "scaling_factor" and p.log for p in cfg.space):
+        from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+        axes[0].set_yscale("log")
+        axes[0].yaxis.set_major_locator(FixedLocator([0.25, 0.5, 1, 2, 4]))
+        axes[0].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axes[0].yaxis.set_minor_locator(NullLocator())
+    axes[1].set_xlabel("heterogeneity h (mean TV distance of client label mixes)")
+    axes[0].set_title(f"{cfg.name}: the optimum against heterogeneity (shared surrogate)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _img(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
@@ -218,7 +278,6 @@ def write_report(cfg: StudyConfig, out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     status = study_status(cfg)
     table = answer_table(status, epsilon=cfg.stop.epsilon)
-    (out / "answer.md").write_text(f"# {cfg.name}\n\n{table}", encoding="utf-8")
     histories: dict[str, list[FrozenTrial]] = {}
     images = []
     for d in status.distributions:
@@ -230,7 +289,17 @@ def write_report(cfg: StudyConfig, out_dir: str | Path) -> Path:
         if {"scaling_factor", "participation"} <= {p.name for p in cfg.space}:
             images.append(plot_map(cfg, d, trials, out / f"map-{d.label}.png"))
     images.append(plot_history(cfg, histories, out / "history.png"))
-    body = "\n".join(f"<figure>{_img(p)}</figure>" for p in images)
+    storage = open_storage(cfg.storage_url)
+    points = curve(cfg, storage)
+    curve_md = curve_table(points) if points else ""
+    if points:
+        images.append(plot_curve(cfg, points, family_points(cfg, storage), out / "curve.png"))
+    section = "The optimum against heterogeneity (shared surrogate)"
+    extra = f"\n## {section}\n\n{curve_md}" if curve_md else ""
+    (out / "answer.md").write_text(f"# {cfg.name}\n\n{table}{extra}", encoding="utf-8")
+    if curve_md:
+        extra = f"<h2>{section}</h2>{_markdown_table_html(curve_md)}"
+    body = extra + "\n".join(f"<figure>{_img(p)}</figure>" for p in images)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(cfg.name)}"
             f"</title><style>body{{font-family:sans-serif;max-width:60em;margin:auto}}"
             f"table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px}}"

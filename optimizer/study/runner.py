@@ -45,7 +45,9 @@ from optimizer.study import budget, spool
 from optimizer.study import lease as lease_mod
 from optimizer.study.backends import BackendResult, TrialBackend, TrialNotStartedError
 from optimizer.study.faults import OutageWait, StorageError, is_storage_error, storage_error
-from optimizer.study.storage import STOPPED_ATTR, create_or_load, observations, study_answer
+from optimizer.study.heterogeneity import HETEROGENEITY_ATTR
+from optimizer.study.shared import distribution_answer
+from optimizer.study.storage import STOPPED_ATTR, create_or_load, observations
 from optimizer.study.studyfile import DistributionSpec, StudyConfig
 from trainer.errors import ConfigError, TrialCancelledError
 
@@ -301,6 +303,9 @@ class StudyRunner:
                        "problems_head": list(result.problems[:3]),
                        "correct": list(result.correct),
                        "backend": backend.name, "seconds": round(seconds, 3)}}
+        if result.heterogeneity is not None:
+            # The split's h, for the surrogate shared across distributions (study.shared).
+            attrs[HETEROGENEITY_ATTR] = result.heterogeneity
         if result.record:
             # The full run record (every parameter, per-round metrics, timings, versions)
             # lives with the result, so a study database alone reproduces each trial.
@@ -336,9 +341,10 @@ class StudyRunner:
         trials = self.study.get_trials(deepcopy=False)
         if not rule.enabled or len(observations(trials)) < rule.min_trials:
             return
-        ans = study_answer(self.cfg, trials, regions=False,
-                           stop={"min_trials": rule.min_trials, "epsilon": rule.epsilon,
-                                 "probability": rule.probability})
+        ans, _ = distribution_answer(self.cfg, self.storage, self.dist, trials, regions=False,
+                                     stop={"min_trials": rule.min_trials,
+                                           "epsilon": rule.epsilon,
+                                           "probability": rule.probability})
         if ans.stop is not None and ans.stop.stop:
             log.info("%s: stop rule met: %s", self.study.study_name, ans.stop.reason)
             self.study.set_user_attr(STOPPED_ATTR, ans.stop.reason)

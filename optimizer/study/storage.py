@@ -66,12 +66,15 @@ def open_storage(url: str) -> RDBStorage:
                       accepted="a reachable sqlite:/// or postgresql:// URL") from error
 
 
-def make_sampler(cfg: StudyConfig, index: int) -> optuna.samplers.BaseSampler:
+def make_sampler(cfg: StudyConfig, index: int, *,
+                 storage: optuna.storages.BaseStorage | None = None) -> optuna.samplers.BaseSampler:
     """The study's sampler, seeded per distribution and per trial.
 
     ``optuna-gp`` (the default, by measurement in tests/benchmarks/bench_sampler.py):
     Optuna's GPSampler, which fits one noise level of its own. ``surrogate``: expected
-    improvement on the answer's own GP and noise model (``optimizer.study.sampler``).
+    improvement on the answer's own GP and noise model (``optimizer.study.sampler``), or
+    with ``surrogate = "shared"`` on the GP shared by the family's distributions in
+    ``storage`` (``optimizer.study.shared_sampler``).
     Both start once ``n_startup_trials`` trials (the enqueued start-up design) are complete.
     Each trial gets its own sampler, seeded from its number (``optimizer.study.seeding``),
     so runner processes sharing the study do not draw the same points.
@@ -84,6 +87,14 @@ def make_sampler(cfg: StudyConfig, index: int) -> optuna.samplers.BaseSampler:
                 seed=seed, n_startup_trials=n_startup,
                 deterministic_objective=False,  # pass@k is noisy: let the GP fit a noise variance
                 warn_independent_sampling=False)
+    elif cfg.sampler.surrogate == "shared" and storage is not None:
+        from optimizer.study.shared_sampler import SharedSurrogateSampler
+
+        shared_storage = storage
+
+        def make(seed: int) -> optuna.samplers.BaseSampler:
+            return SharedSurrogateSampler(cfg=cfg, dist=cfg.distributions[index],
+                                          storage=shared_storage, seed=seed)
     else:
         from optimizer.study.sampler import SurrogateSampler
 
@@ -123,7 +134,7 @@ def create_or_load(cfg: StudyConfig, dist: DistributionSpec, storage: RDBStorage
     """
     name = cfg.study_name(dist)
     index = cfg.distributions.index(dist)
-    sampler = make_sampler(cfg, index)
+    sampler = make_sampler(cfg, index, storage=storage)
     exists = name in optuna.get_all_study_names(storage)
     if must_exist and not exists:
         raise ConfigError("name", f"no study {name!r} in {cfg.storage_url}",

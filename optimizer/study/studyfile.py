@@ -40,6 +40,7 @@ from trainer.helptext import meta
 
 DISTRIBUTION_KINDS: tuple[str, ...] = ("iid", "dirichlet", "natural")
 SAMPLER_KINDS: tuple[str, ...] = ("surrogate", "optuna-gp")
+SURROGATE_KINDS: tuple[str, ...] = ("independent", "shared")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _NAME_ACCEPTED = (f"1-{MAX_NAME_LEN} letters, digits, '.', '_' or '-', starting with a letter "
                   "or digit (no '/', no spaces)")
@@ -92,11 +93,21 @@ class SamplerConfig:
     # the optimum in a median 6.5 trials against 17 for expected improvement on our GP.
     kind: str = field(default="optuna-gp", metadata=meta(
         "optuna-gp (Optuna's GPSampler) or surrogate (expected improvement on the answer's GP)"))
+    surrogate: str = field(default="independent", metadata=meta(
+        "independent (one GP per distribution) or shared (one GP over (s, p, heterogeneity) "
+        "fitted on every distribution's trials; needs kind = surrogate)"))
 
     def __post_init__(self) -> None:
         if self.kind not in SAMPLER_KINDS:
             raise ConfigError("sampler.kind", f"unknown sampler {self.kind!r}",
                               accepted=", ".join(SAMPLER_KINDS))
+        if self.surrogate not in SURROGATE_KINDS:
+            raise ConfigError("sampler.surrogate", f"unknown surrogate {self.surrogate!r}",
+                              accepted=", ".join(SURROGATE_KINDS))
+        if self.surrogate == "shared" and self.kind != "surrogate":
+            raise ConfigError("sampler.surrogate", "shared proposes on the answer's own GP, "
+                              f"which sampler.kind = {self.kind!r} does not use",
+                              accepted='independent, or shared with kind = "surrogate"')
 
 
 @dataclass(frozen=True, kw_only=True)

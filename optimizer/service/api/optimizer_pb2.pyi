@@ -291,7 +291,7 @@ class ObservedBest(_message.Message):
     def __init__(self, number: _Optional[int] = ..., params: _Optional[_Mapping[str, ParamValue]] = ..., value: _Optional[float] = ..., stderr: _Optional[float] = ...) -> None: ...
 
 class BestAnswer(_message.Message):
-    __slots__ = ("study", "distribution", "study_name", "exists", "trials_used", "scaling_factor", "participation", "predicted", "observed_best", "stopped", "argmax_region", "epsilon_region", "noise_sd", "verification")
+    __slots__ = ("study", "distribution", "study_name", "exists", "trials_used", "scaling_factor", "participation", "predicted", "observed_best", "stopped", "argmax_region", "epsilon_region", "noise_sd", "verification", "heterogeneity", "is_prediction")
     STUDY_FIELD_NUMBER: _ClassVar[int]
     DISTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     STUDY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -306,6 +306,8 @@ class BestAnswer(_message.Message):
     EPSILON_REGION_FIELD_NUMBER: _ClassVar[int]
     NOISE_SD_FIELD_NUMBER: _ClassVar[int]
     VERIFICATION_FIELD_NUMBER: _ClassVar[int]
+    HETEROGENEITY_FIELD_NUMBER: _ClassVar[int]
+    IS_PREDICTION_FIELD_NUMBER: _ClassVar[int]
     study: str
     distribution: str
     study_name: str
@@ -320,4 +322,6 @@ class BestAnswer(_message.Message):
     epsilon_region: Region
     noise_sd: float
     verification: Verification
-    def __init__(self, study: _Optional[str] = ..., distribution: _Optional[str] = ..., study_name: _Optional[str] = ..., exists: _Optional[bool] = ..., trials_used: _Optional[int] = ..., scaling_factor: _Optional[float] = ..., participation: _Optional[float] = ..., predicted: _Optional[_Union[Prediction, _Mapping]] = ..., observed_best: _Optional[_Union[ObservedBest, _Mapping]] = ..., stopped: _Optional[str] = ..., argmax_region: _Optional[_Union[Region, _Mapping]] = ..., epsilon_region: _Optional[_Union[Region, _Mapping]] = ..., noise_sd: _Optional[float] = ..., verification: _Optional[_Union[Verification, _Mapping]] = ...) -> None: ...
+    heterogeneity: float
+    is_prediction: bool
+    def __init__(self, study: _Optional[str] = ..., distribution: _Optional[str] = ..., study_name: _Optional[str] = ..., exists: _Optional[bool] = ..., trials_used: _Optional[int] = ..., scaling_factor: _Optional[float] = ..., participation: _Optional[float] = ..., predicted: _Optional[_Union[Prediction, _Mapping]] = ..., observed_best: _Optional[_Union[ObservedBest, _Mapping]] = ..., stopped: _Optional[str] = ..., argmax_region: _Optional[_Union[Region, _Mapping]] = ..., epsilon_region: _Optional[_Union[Region, _Mapping]] = ..., noise_sd: _Optional[float] = ..., verification: _Optional[_Union[Verification, _Mapping]] = ..., heterogeneity: _Optional[float] = ..., is_prediction: _Optional[bool] = ...) -> None: ...

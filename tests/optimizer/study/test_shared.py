@@ -1,0 +1,164 @@
+"""The surrogate shared across distributions: the switch, proposals at the study's own h,
+and answers for studied and never-run labels."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from optimizer.science.acquisition import propose
+from optimizer.science.answer import Observation, compute_answer
+from optimizer.science.space import ParamSpec
+from optimizer.science.synthetic import Landscape, optimum_at, simulate
+from optimizer.study.backends import SyntheticBackend
+from optimizer.study.heterogeneity import HETEROGENEITY_ATTR, synthetic_heterogeneity
+from optimizer.study.manager import completed_trials, distribution_status, run_study
+from optimizer.study.shared import H_PARAM, parse_label
+from optimizer.study.studyfile import StudyConfig, parse_study
+from trainer.errors import ConfigError
+
+SPACE = (ParamSpec(name="scaling_factor", low=0.25, high=4.0, log=True),
+         ParamSpec(name="participation", low=0.1, high=1.0))
+
+
+def _study(storage: str, *, surrogate: str = "shared", kind: str = "surrogate",
+           n_trials: int = 6) -> StudyConfig:
+    return parse_study({
+        "name": "fam", "seed": 0, "n_trials": n_trials, "storage": storage,
+        "distributions": [{"kind": "iid"}, {"kind": "dirichlet", "alpha": 0.1}],
+        "space": {"scaling_factor": {"low": 0.25, "high": 4.0, "log": True},
+                  "participation": {"low": 0.1, "high": 1.0}},
+        "profile": {"model": "tiny-random", "problems": "40", "samples": 10, "clients": 10},
+        "sampler": {"n_startup_trials": 3, "kind": kind, "surrogate": surrogate},
+        "stop": {"enabled": False}})
+
+
+def test_the_switch_names_its_field_and_values(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/x.db"
+    assert _study(url).sampler.surrogate == "shared"
+    assert _study(url, surrogate="independent", kind="optuna-gp").sampler.surrogate == \
+        "independent"
+    with pytest.raises(ConfigError, match="sampler.surrogate") as bad:
+        _study(url, surrogate="pooled")
+    assert "independent, shared" in str(bad.value)
+    with pytest.raises(ConfigError, match='kind = "surrogate"'):
+        _study(url, kind="optuna-gp")
+
+
+def test_labels_parse_whether_listed_or_not() -> None:
+    assert parse_label("dirichlet-0.3").alpha == 0.3
+    assert parse_label("natural").kind == "natural"
+    for bad in ("dirichlet", "dirichlet-x", "dirichlet--1", "iid-2", "zipf"):
+        with pytest.raises(ConfigError, match="distribution"):
+            parse_label(bad)
+
+
+def _moving_observations(hs: tuple[float, ...], per_h: int, seed: int) -> list[Observation]:
+    """Trials of a landscape whose optimum moves with h (optimum_at), CRN noise."""
+    rng = np.random.default_rng(seed)
+    obs = []
+    for h in hs:
+        land = Landscape(optimum_s=optimum_at(h)[0], optimum_p=optimum_at(h)[1])
+        for _ in range(per_h):
+            s = float(math.exp(rng.uniform(math.log(0.25), math.log(4.0))))
+            p = float(rng.uniform(0.1, 1.0))
+            value, _, _ = simulate(land, s, p, n=20, k=10, n_problems=164, problem_seed=0,
+                                   rng=rng, crn_seed=0)
+            obs.append(Observation(number=len(obs), params={"scaling_factor": s,
+                                                            "participation": p,
+                                                            "heterogeneity": h},
+                                   value=value, stderr=0.01))
+    return obs
+
+
+def test_the_answer_at_an_unseen_h_lies_between_its_neighbours() -> None:
+    obs = _moving_observations((0.16, 0.35, 0.7), per_h=10, seed=2)
+    space = (*SPACE, H_PARAM)
+    hs = (0.16, 0.54, 0.7)
+    answers = {h: compute_answer(space, obs, fixed={"heterogeneity": h}) for h in hs}
+    s = {h: a.predicted.params["scaling_factor"] for h, a in answers.items()
+         if a.predicted is not None}
+    assert s[0.16] > s[0.54] > s[0.7]
+    assert abs(math.log(s[0.54] / optimum_at(0.54)[0])) < math.log(1.5)
+    for a in answers.values():
+        assert a.predicted is not None and a.argmax_region is not None
+        assert a.predicted.params["heterogeneity"] in hs
+        assert set(a.argmax_region.bounds) == {"scaling_factor", "participation"}
+
+
+def test_proposals_hold_the_fixed_coordinate() -> None:
+    obs = _moving_observations((0.1, 0.8), per_h=5, seed=2)
+    point = propose((*SPACE, H_PARAM), obs, fixed={"heterogeneity": 0.37}, seed=3)
+    assert point["heterogeneity"] == 0.37
+    assert 0.25 <= point["scaling_factor"] <= 4.0
+
+
+def _h(params: dict[str, Any]) -> float:
+    return synthetic_heterogeneity({**params, "partition_seed": 0})
+
+
+@pytest.mark.parametrize("surrogate", ["shared", "independent"])
+def test_answers_for_studied_and_never_run_labels(tmp_path: Path, surrogate: str) -> None:
+    kind = "surrogate" if surrogate == "shared" else "optuna-gp"
+    cfg = _study(f"sqlite:///{tmp_path}/fam.db", surrogate=surrogate, kind=kind)
+    run_study(cfg, [SyntheticBackend()], resume=False)
+    studied = distribution_status(cfg, "dirichlet-0.1")
+    own = completed_trials(cfg, "dirichlet-0.1")[0].user_attrs[HETEROGENEITY_ATTR]
+    assert not studied.predicted and studied.heterogeneity == pytest.approx(own)
+    assert studied.answer is not None and studied.answer.observed_best is not None
+    assert studied.answer.n_complete == 6
+    unseen = distribution_status(cfg, "dirichlet-0.3")
+    assert unseen.predicted and not unseen.exists
+    assert unseen.heterogeneity == pytest.approx(
+        _h({"distribution": "dirichlet", "alpha": 0.3, "clients": 10}))
+    ans = unseen.answer
+    assert ans is not None and ans.observed_best is None and ans.n_complete == 0
+    assert ans.predicted is not None and "heterogeneity" not in ans.predicted.params
+    assert ans.argmax_region is not None and ans.argmax_region.n_points > 0
+    with pytest.raises(ConfigError, match="distribution"):
+        distribution_status(cfg, "dirichlet-zero")
+
+
+def test_study_curve_and_best_for_a_never_run_label_on_the_command_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from optimizer.cli import main
+
+    storage = f"sqlite:///{tmp_path}/fam.db"
+    cfg = _study(storage, n_trials=4)
+    run_study(cfg, [SyntheticBackend()], resume=False)
+    path = tmp_path / "fam.toml"
+    path.write_text(f'''name = "fam"
+seed = 0
+n_trials = 4
+storage = "{storage}"
+distributions = [{{ kind = "iid" }}, {{ kind = "dirichlet", alpha = 0.1 }}]
+[space.scaling_factor]
+low = 0.25
+high = 4.0
+log = true
+[space.participation]
+low = 0.1
+high = 1.0
+[profile]
+model = "tiny-random"
+problems = "40"
+samples = 10
+clients = 10
+[sampler]
+n_startup_trials = 3
+kind = "surrogate"
+surrogate = "shared"
+''')
+    assert main(["study", "best", str(path), "--distribution", "dirichlet-0.3"]) == 0
+    row = capsys.readouterr().out.strip().splitlines()[-1]
+    assert row.startswith("| dirichlet-0.3 |") and "prediction at h = 0.5" in row
+    png = tmp_path / "curve.png"
+    assert main(["study", "curve", str(path), "--out", str(png), "--points", "3"]) == 0
+    out = capsys.readouterr().out
+    assert png.stat().st_size > 0
+    rows = [r for r in out.splitlines() if r.startswith(("| 0.", "| 1."))]
+    assert [r.split("|")[2].strip() for r in rows] == ["-", "iid", "-", "dirichlet-0.1", "-"]
