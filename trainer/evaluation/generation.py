@@ -42,8 +42,8 @@ class SamplingConfig:
     seed: int = field(default=0, metadata={"help": "sampling seed"})
     batch_rows: int = field(default=80, metadata={"help": "rows (samples) decoded together"})
     engine: str = field(default=DEFAULT_ENGINE, metadata={
-        "help": "int8 (merged int8 copy, shared-prefix KV cache), fp32 (shared-prefix cache) or "
-                "reference (the previous DynamicCache path)"})
+        "help": "fp32 (shared-prefix KV cache), int8 (merged int8 copy; fails pass@10 "
+                "parity, for measurement only) or reference (the previous DynamicCache path)"})
 
     def __post_init__(self) -> None:
         check_engine(self.engine)
