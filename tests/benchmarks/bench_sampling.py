@@ -81,7 +81,7 @@ def _parity(reports: dict[str, EvalReport], engines: list[str], k: int) -> None:
         verdict = "parity" if abs(mean) <= 2 * se or mean == 0 else "DIFFERENT"
         print(f"pass@{k}: {engines[0]} {sum(base) / len(base):.3f}, {engine} "
               f"{sum(other) / len(other):.3f}; paired difference {mean:+.3f} ± {se:.3f} (SE) "
-              f"-> {verdict} (|diff| <= 2 SE)")
+              f"-> {verdict} (parity: |diff| <= 2 SE)")
 
 
 if __name__ == "__main__":
