@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,53 @@ from optuna.trial import FrozenTrial, TrialState
 
 from optimizer.study.studyfile import StudyConfig, parse_study
 
+# The quickstart's searched space, shared by every test study (dict and TOML alike).
+SPACE: dict[str, dict[str, Any]] = {
+    "scaling_factor": {"low": 0.25, "high": 4.0, "log": True},
+    "participation": {"low": 0.1, "high": 1.0},
+}
+
+
+def toml_value(value: Any) -> str:
+    """``value`` as a TOML literal (strings, numbers, booleans, arrays, inline tables)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)  # floats keep their point ("1.0"): some tests match the text
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    return "[" + ", ".join(toml_value(v) for v in value) + "]"
+
+
+def study_toml(*, name: str, n_trials: int, storage: str = "", seed: int | None = None,
+               distributions: Sequence[Mapping[str, Any]] = ({"kind": "iid"},),
+               top: str = "", profile: Mapping[str, Any] | None = None,
+               sections: Mapping[str, Mapping[str, Any] | str] | None = None) -> str:
+    """A study file's text: the header, the ``[space.*]`` blocks of ``SPACE``, ``[profile]``
+    (``model = "tiny-random"`` unless ``profile`` says otherwise), then ``sections`` in order.
+
+    ``top`` is raw top-level TOML (keys only: it comes before the first table); a section's
+    value is a mapping of keys or its raw body text, for tests that write odd lines.
+    """
+    lines = [f"name = {toml_value(name)}"]
+    lines += [f"seed = {seed}"] if seed is not None else []
+    lines.append(f"n_trials = {n_trials}")
+    lines += [f"storage = {toml_value(storage)}"] if storage else []
+    lines.append(f"distributions = {toml_value(list(distributions))}")
+    lines += [top] if top else []
+    tables: dict[str, Mapping[str, Any] | str] = {
+        **{f"space.{axis}": spec for axis, spec in SPACE.items()},
+        "profile": {"model": "tiny-random", **(profile or {})}, **(sections or {})}
+    for table, body in tables.items():
+        lines.append(f"[{table}]")
+        if isinstance(body, str):
+            lines += [body] if body else []
+        else:
+            lines += [f"{k} = {toml_value(v)}" for k, v in body.items()]
+    return "\n".join(lines) + "\n"
+
 
 def small_study(*, storage: str, n_trials: int = 8, seed: int = 0, startup: int = 4,
                 stop: bool = False, problems: str = "40", trainer: dict[str, Any] | None = None,
@@ -24,8 +72,7 @@ def small_study(*, storage: str, n_trials: int = 8, seed: int = 0, startup: int 
     return parse_study({
         "name": "t", "seed": seed, "n_trials": n_trials, "storage": storage,
         "distributions": distributions or [{"kind": "iid"}],
-        "space": {"scaling_factor": {"low": 0.25, "high": 4.0, "log": True},
-                  "participation": {"low": 0.1, "high": 1.0}},
+        "space": {axis: dict(spec) for axis, spec in SPACE.items()},
         "profile": {"model": "tiny-random", "problems": problems, "samples": 10, "clients": 10},
         "trainer": trainer or {"heartbeat_s": 1.0, "lease_s": 3.0, "max_retries": 3},
         "sampler": {"n_startup_trials": startup},

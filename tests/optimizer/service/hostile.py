@@ -19,6 +19,7 @@ import pytest
 from optimizer.service.api import optimizer_pb2_grpc
 from optimizer.service.policy import OperatorPolicy
 from optimizer.service.server import OptimizerServer, OptimizerServerConfig, create_server
+from tests.optimizer.conftest import study_toml as shared_study_toml
 from trainer.service.status import ACCEPTED_KEY, FIELD_KEY
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -26,38 +27,16 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 def study_toml(name: str, *, storage: str = "", trainer: str = "", sampler: str = "",
                n_trials: int = 2, top: str = "") -> str:
-    """A one-distribution study of ``n_trials`` 2-round trials (fast on every backend)."""
-    storage_line = f'storage = "{storage}"' if storage else ""
-    return f'''
-name = "{name}"
-n_trials = {n_trials}
-{storage_line}
-{top}
-distributions = [{{ kind = "iid" }}]
-[space.scaling_factor]
-low = 0.25
-high = 4.0
-log = true
-[space.participation]
-low = 0.1
-high = 1.0
-[profile]
-model = "tiny-random"
-problems = "4"
-samples = 10
-clients = 10
-budget_mode = "rounds"
-rounds = 2
-[trainer]
-heartbeat_s = 1.0
-lease_s = 3.0
-max_retries = 0
-{trainer}
-[sampler]
-{sampler or "n_startup_trials = 2"}
-[stop]
-enabled = false
-'''
+    """A one-distribution study of ``n_trials`` 2-round trials (fast on every backend);
+    ``trainer`` adds raw lines to ``[trainer]``, ``sampler`` replaces ``[sampler]``'s body."""
+    # The [trainer] body stays raw text: test_bounds removes its heartbeat/lease lines.
+    trainer_body = "heartbeat_s = 1.0\nlease_s = 3.0\nmax_retries = 0\n" + trainer
+    return shared_study_toml(
+        name=name, n_trials=n_trials, storage=storage, top=top,
+        profile={"problems": "4", "samples": 10, "clients": 10, "budget_mode": "rounds",
+                 "rounds": 2},
+        sections={"trainer": trainer_body, "sampler": sampler or "n_startup_trials = 2",
+                  "stop": {"enabled": False}})
 
 
 @contextmanager

@@ -28,6 +28,7 @@ from optimizer.study.backends import SyntheticBackend
 from optimizer.study.manager import StudyManager, backends_for
 from optimizer.study.storage import study_noise
 from optimizer.study.studyfile import StudyConfig
+from tests.optimizer.conftest import study_toml as shared_study_toml
 from trainer.errors import ConfigError
 from trainer.service.status import FIELD_KEY, AuthenticationError
 
@@ -36,40 +37,14 @@ SERVICE = "scalefed.v1.OptimizerService"
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def study_toml(name: str, storage: str, *, n_trials: int = 5, extra: str = "",
-               startup: int = 4) -> str:
-    return f'''
-name = "{name}"
-seed = 0
-n_trials = {n_trials}
-storage = "{storage}"
-distributions = [{{ kind = "iid" }}, {{ kind = "dirichlet", alpha = 0.1 }}]
-{extra}
-[space.scaling_factor]
-low = 0.25
-high = 4.0
-log = true
-
-[space.participation]
-low = 0.1
-high = 1.0
-
-[profile]
-model = "tiny-random"
-problems = "40"
-samples = 10
-clients = 10
-
-[trainer]
-heartbeat_s = 1.0
-lease_s = 3.0
-
-[sampler]
-n_startup_trials = {startup}
-
-[stop]
-enabled = false
-'''
+def study_toml(name: str, storage: str, *, n_trials: int = 5, startup: int = 4) -> str:
+    """Both distributions of the quickstart at its CPU evaluation size on the tiny model."""
+    return shared_study_toml(
+        name=name, seed=0, n_trials=n_trials, storage=storage,
+        distributions=[{"kind": "iid"}, {"kind": "dirichlet", "alpha": 0.1}],
+        profile={"problems": "40", "samples": 10, "clients": 10},
+        sections={"trainer": {"heartbeat_s": 1.0, "lease_s": 3.0},
+                  "sampler": {"n_startup_trials": startup}, "stop": {"enabled": False}})
 
 
 def _factory(cfg: StudyConfig) -> list[Any]:

@@ -10,47 +10,25 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from tests.optimizer.conftest import assert_no_loss_no_duplicate
+from tests.optimizer.conftest import assert_no_loss_no_duplicate, study_toml
 
 ROOT = Path(__file__).resolve().parents[3]
 
-STUDY = """
-name = "crash"
-seed = 3
-n_trials = {n_trials}
-storage = "{storage}"
-distributions = {distributions}
-[space.scaling_factor]
-low = 0.25
-high = 4.0
-log = true
-[space.participation]
-low = 0.1
-high = 1.0
-[profile]
-model = "tiny-random"
-problems = "40"
-[trainer]
-workers = 2
-heartbeat_s = 1
-lease_s = 10
-max_retries = 3
-[sampler]
-n_startup_trials = 4
-[stop]
-enabled = false
-"""
-
-
 def _write(tmp_path: Path, storage: str, n_trials: int,
-           distributions: str = '[{ kind = "iid" }]') -> Path:
+           distributions: Sequence[Mapping[str, Any]] = ({"kind": "iid"},)) -> Path:
     path = tmp_path / "crash.toml"
-    path.write_text(STUDY.format(storage=storage, n_trials=n_trials, distributions=distributions))
+    path.write_text(study_toml(
+        name="crash", seed=3, n_trials=n_trials, storage=storage, distributions=distributions,
+        profile={"problems": "40"},
+        sections={"trainer": {"workers": 2, "heartbeat_s": 1, "lease_s": 10, "max_retries": 3},
+                  "sampler": {"n_startup_trials": 4}, "stop": {"enabled": False}}))
     return path
 
 
@@ -150,7 +128,7 @@ def test_twelve_sigkills_each_followed_by_resume_cost_no_trial_and_no_retry(
         tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path}/kills.db"
     study = _write(tmp_path, storage, n_trials=6,
-                   distributions='[{ kind = "iid" }, { kind = "dirichlet", alpha = 0.1 }]')
+                   distributions=[{"kind": "iid"}, {"kind": "dirichlet", "alpha": 0.1}])
     rng = random.Random(12)  # "random" kill times, the same on every run of the test
     proc = subprocess.Popen(_cli("run", study, "--synthetic-delay", "0.1"), cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -43,7 +43,12 @@ from optimizer.study.faults import StorageError
 from optimizer.study.runner import StudyRunner
 from optimizer.study.spool import spool_path
 from optimizer.study.studyfile import StudyConfig
-from tests.optimizer.conftest import _free_port, assert_no_loss_no_duplicate, small_study
+from tests.optimizer.conftest import (
+    _free_port,
+    assert_no_loss_no_duplicate,
+    small_study,
+    study_toml,
+)
 from tests.trainer.fakes import FakeTrial
 from trainer.errors import ConfigError
 from trainer.service.server import ServerConfig, TrainerServer, create_server
@@ -302,28 +307,11 @@ def test_a_disk_that_stays_full_keeps_the_result_for_resume(tmp_path: Path,
     assert len(backend.calls) == 3 and not spool_path(cfg.storage_url).exists()
 
 
-STUDY_TOML = """
-name = "faults"
-n_trials = 3
-storage = "sqlite:///{db}"
-distributions = [{{ kind = "iid" }}]
-[space.scaling_factor]
-low = 0.25
-high = 4.0
-log = true
-[space.participation]
-low = 0.1
-high = 1.0
-[profile]
-model = "tiny-random"
-[sampler]
-n_startup_trials = 2
-"""
-
-
 def _cli_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], *args: str) -> str:
     study = tmp_path / "faults.toml"
-    study.write_text(STUDY_TOML.format(db=tmp_path / "f.db"))
+    study.write_text(study_toml(name="faults", n_trials=3,
+                                storage=f"sqlite:///{tmp_path / 'f.db'}",
+                                sections={"sampler": {"n_startup_trials": 2}}))
     assert main(["study", *args[:1], str(study), *args[1:]]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err

@@ -19,6 +19,7 @@ from optimizer.study.heterogeneity import HETEROGENEITY_ATTR, synthetic_heteroge
 from optimizer.study.manager import completed_trials, distribution_status, run_study
 from optimizer.study.shared import H_PARAM, parse_label
 from optimizer.study.studyfile import StudyConfig, parse_study
+from tests.optimizer.conftest import study_toml
 from trainer.errors import ConfigError
 
 SPACE = (ParamSpec(name="scaling_factor", low=0.25, high=4.0, log=True),
@@ -131,28 +132,12 @@ def test_study_curve_and_best_for_a_never_run_label_on_the_command_line(
     cfg = _study(storage, n_trials=4)
     run_study(cfg, [SyntheticBackend()], resume=False)
     path = tmp_path / "fam.toml"
-    path.write_text(f'''name = "fam"
-seed = 0
-n_trials = 4
-storage = "{storage}"
-distributions = [{{ kind = "iid" }}, {{ kind = "dirichlet", alpha = 0.1 }}]
-[space.scaling_factor]
-low = 0.25
-high = 4.0
-log = true
-[space.participation]
-low = 0.1
-high = 1.0
-[profile]
-model = "tiny-random"
-problems = "40"
-samples = 10
-clients = 10
-[sampler]
-n_startup_trials = 3
-kind = "surrogate"
-surrogate = "shared"
-''')
+    path.write_text(study_toml(
+        name="fam", seed=0, n_trials=4, storage=storage,
+        distributions=[{"kind": "iid"}, {"kind": "dirichlet", "alpha": 0.1}],
+        profile={"problems": "40", "samples": 10, "clients": 10},
+        sections={"sampler": {"n_startup_trials": 3, "kind": "surrogate",
+                              "surrogate": "shared"}}))
     assert main(["study", "best", str(path), "--distribution", "dirichlet-0.3"]) == 0
     row = capsys.readouterr().out.strip().splitlines()[-1]
     assert row.startswith("| dirichlet-0.3 |") and "prediction at h = 0.5" in row
