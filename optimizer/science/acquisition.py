@@ -97,8 +97,8 @@ def propose(space: Sequence[ParamSpec], observations: Sequence[Observation], *,
     the given values in every candidate; the others are searched (a grid of
     ``per_axis`` points per axis, or scrambled Sobol in higher dimension). ``acquisition``:
     ``"kg"`` (knowledge gradient) or ``"ei"`` (expected improvement over the best
-    posterior mean at the observed points); for ``"ei"``, ``xi`` (in units of the trial
-    noise) raises the bar an improvement must clear."""
+    posterior mean at the observed points, moved onto the ``fixed`` slice); for ``"ei"``,
+    ``xi`` (in units of the trial noise) raises the bar an improvement must clear."""
     if acquisition not in ACQUISITIONS:
         raise ValueError(f"acquisition must be one of {ACQUISITIONS}, not {acquisition!r}")
     obs = [o for o in observations if math.isfinite(o.value)]
@@ -121,7 +121,8 @@ def propose(space: Sequence[ParamSpec], observations: Sequence[Observation], *,
                                    noise * noise + surrogate.extra_noise_var)
     else:
         mean, sd = surrogate.predict_encoded(Xc)
-        seen, _ = surrogate.predict([o.params for o in obs])
+        # The incumbent is taken in the slice searched: observed points moved onto it.
+        seen, _ = surrogate.predict([{**o.params, **(fixed or {})} for o in obs])
         score = log_expected_improvement(mean, sd, float(np.max(seen)) + xi * noise)
     score[_duplicates(space, Xc, pending)] = -np.inf
     best = int(np.argmax(score))

@@ -78,6 +78,25 @@ def test_fixed_coordinates_hold_in_every_proposal(acquisition: str) -> None:
     assert propose(space, obs, fixed=pinned) == pinned
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_expected_improvement_in_a_fixed_slice_measures_against_that_slice(seed: int) -> None:
+    # The optimum moves with h from OPTIMUM (h = 0) to the far side (h = 1), and h = 1 scores
+    # 0.2 higher: against that slice's best, nothing at h = 0 looks like an improvement and
+    # the proposal drifts to wherever the model is least sure.
+    space = (*SPACE, ParamSpec(name="heterogeneity", low=0.0, high=1.0))
+    far = np.array([0.2, 0.8])
+    rng = np.random.default_rng(seed)
+    obs = []
+    for i, d in enumerate(space_mod.design_points(space, 24, seed=seed)):
+        u = space_mod.encode(space, d)
+        centre = OPTIMUM + (far - OPTIMUM) * u[2]
+        value = 0.2 + 0.2 * u[2] - 0.5 * float(np.sum((u[:2] - centre) ** 2))
+        obs.append(Observation(number=i, params=d, value=value + rng.normal(0.0, 0.02),
+                               stderr=0.02))
+    x = propose(space, obs, fixed={"heterogeneity": 0.0}, acquisition="ei", seed=seed)
+    assert _distance(x) < 0.3
+
+
 def test_fixed_rejects_unknown_names_and_values_outside_the_space() -> None:
     obs, _ = _design(0)
     with pytest.raises(ValueError, match="not in the space"):
