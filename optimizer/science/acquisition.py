@@ -39,16 +39,20 @@ _MAX_REFERENCE = 512  # reference points (where the best mean is sought) at most
 def log_expected_improvement(mean: np.ndarray, sd: np.ndarray, best: float) -> np.ndarray:
     """log E[max(f - best, 0)] for f ~ N(mean, sd^2), elementwise, finite even where the
     improvement is astronomically unlikely (plain EI underflows to 0 there and ties)."""
-    from scipy.special import log_ndtr
+    from scipy.special import log_ndtr, ndtr
 
     sd = np.maximum(sd, 1e-12)
-    z = (mean - best) / sd
-    # log(phi(z) + z Phi(z)) = log phi(z) + log(1 + z Phi(z)/phi(z)); for z < -40 the
-    # difference cancels, so the asymptotic series of the Mills ratio takes over.
+    z = np.asarray((mean - best) / sd, dtype=float)
     log_phi = -0.5 * z * z - 0.5 * math.log(2.0 * math.pi)
-    ratio = np.exp(log_ndtr(z) - log_phi)  # Phi(z) / phi(z)
-    inner = np.where(z > -40.0, 1.0 + z * ratio, _tail_term(z))
-    return np.asarray(log_phi + np.log(np.maximum(inner, 1e-300)) + np.log(sd))
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        # z > -1: z Phi(z) + phi(z) directly (no cancellation, no overflow). Below that,
+        # log phi(z) + log(1 + z Phi(z)/phi(z)); under z = -40 the sum cancels and the
+        # asymptotic series of the Mills ratio takes over.
+        direct = np.log(z * ndtr(z) + np.exp(log_phi))
+        mills = np.exp(log_ndtr(z) - log_phi)  # Phi(z) / phi(z), <= 1/|z| for z < 0
+        inner = np.where(z > -40.0, 1.0 + z * mills, _tail_term(z))
+        low = log_phi + np.log(np.maximum(inner, 1e-300))
+    return np.asarray(np.where(z > -1.0, direct, low) + np.log(sd))
 
 
 def _tail_term(z: np.ndarray) -> np.ndarray:

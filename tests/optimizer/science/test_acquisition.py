@@ -144,6 +144,9 @@ def test_log_expected_improvement_matches_the_closed_form_and_stays_finite() -> 
     # 50 SDs below the bar: plain EI is exactly 0.0 here, the log stays finite and ordered.
     far = log_expected_improvement(np.array([-5.0, -4.0]), np.array([0.1, 0.1]), 0.0)
     assert np.all(np.isfinite(far)) and far[0] < far[1] < -800.0
+    # Far above the bar with a tiny SD: EI is the plain difference, no overflow.
+    near_sure = log_expected_improvement(np.array([0.3]), np.array([1e-9]), 0.1)
+    assert near_sure[0] == pytest.approx(math.log(0.2), rel=1e-9)
 
 
 def test_knowledge_gradient_is_positive_and_smallest_where_the_model_is_sure() -> None:
