@@ -1,5 +1,5 @@
 """An Optuna sampler on the answer's surrogate: the thin adapter around
-``optimizer.science.acquisition.propose``.
+``optimizer.science.acquisition.propose`` (the knowledge gradient by default).
 
 The study stays a normal Optuna study (any Optuna tool reads it); only the
 proposals change. Until ``n_startup_trials`` trials are complete (the enqueued
@@ -18,7 +18,7 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from optimizer.science.acquisition import propose
+from optimizer.science.acquisition import ACQUISITIONS, propose
 from optimizer.science.space import ParamSpec, to_distributions
 from optimizer.science.surrogate import Observation
 
@@ -26,17 +26,21 @@ log = logging.getLogger(__name__)
 
 
 class SurrogateSampler(BaseSampler):
-    """Expected improvement on the GP that also gives the study's answer."""
+    """Proposals from the GP that also gives the study's answer (``acquisition``: ``"kg"``,
+    the knowledge gradient, or ``"ei"``, expected improvement with margin ``xi``)."""
 
     def __init__(self, *, space: Sequence[ParamSpec], n_startup_trials: int, seed: int,
                  observations: Callable[[Sequence[FrozenTrial]], list[Observation]],
-                 xi: float = 0.0) -> None:
+                 xi: float = 0.0, acquisition: str = "kg") -> None:
+        if acquisition not in ACQUISITIONS:
+            raise ValueError(f"acquisition must be one of {ACQUISITIONS}, not {acquisition!r}")
         self._space = tuple(space)
         self._distributions = to_distributions(self._space)
         self._n_startup = n_startup_trials
         self._seed = seed
         self._observations = observations
         self._xi = xi
+        self._acquisition = acquisition
         self._independent = RandomSampler(seed=seed)
 
     def infer_relative_search_space(self, study: Study,
@@ -54,7 +58,7 @@ class SurrogateSampler(BaseSampler):
         # A different seed per proposal varies the candidate set where it is random, and
         # keeps two runners that ask at once from drawing the very same point.
         params = propose(self._space, obs, pending=pending, seed=self._seed + trial.number,
-                         xi=self._xi)
+                         xi=self._xi, acquisition=self._acquisition)
         return {k: v for k, v in params.items() if k in search_space}
 
     def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,

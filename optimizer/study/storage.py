@@ -70,11 +70,11 @@ def make_sampler(cfg: StudyConfig, index: int, *,
                  storage: optuna.storages.BaseStorage | None = None) -> optuna.samplers.BaseSampler:
     """The study's sampler, seeded per distribution and per trial.
 
-    ``optuna-gp`` (the default, by measurement in tests/benchmarks/bench_sampler.py):
-    Optuna's GPSampler, which fits one noise level of its own. ``surrogate``: expected
-    improvement on the answer's own GP and noise model (``optimizer.study.sampler``), or
-    with ``surrogate = "shared"`` on the GP shared by the family's distributions in
-    ``storage`` (``optimizer.study.shared_sampler``).
+    ``surrogate`` (the default, by measurement in tests/benchmarks/bench_sampler.py): the
+    knowledge gradient of the answer's own GP and noise model (``optimizer.study.sampler``),
+    so proposals and answer share one model; with ``surrogate = "shared"`` on the GP shared
+    by the family's distributions in ``storage`` (``optimizer.study.shared_sampler``).
+    ``optuna-gp``: Optuna's GPSampler, which fits one noise level of its own.
     Both start once ``n_startup_trials`` trials (the enqueued start-up design) are complete.
     Each trial gets its own sampler, seeded from its number (``optimizer.study.seeding``),
     so runner processes sharing the study do not draw the same points.

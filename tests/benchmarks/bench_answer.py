@@ -8,7 +8,9 @@ dirichlet(0.1): s* = 0.35, p* = 0.75). Per seed and distribution it records:
 * whether the 90% region of the argmax contains the true s* (and p*);
 * whether the study ended by the stop rule before ``n_trials``;
 * the accuracy bound |ln(s_hat / s*)| <= 0.5 and |p_hat - p*| <= 0.2 for the GP's
-  optimum, the observed best trial and a constant guess (s = 1, p = 0.55).
+  optimum, the observed best trial and a constant guess (s = 1, p = 0.55);
+* the true gap at the GP's optimum (the true maximum of expected pass@10 less its value
+  there), against the stop rule's epsilon: what "within epsilon of the best" promised.
 
 Run:  python tests/benchmarks/bench_answer.py [--seeds 20] [--n-trials 30] [--workers 2]
 """
@@ -25,14 +27,16 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from optimizer.science import space as space_mod
 from optimizer.science.synthetic import Landscape
-from optimizer.study.backends import SyntheticBackend
+from optimizer.study.backends import SyntheticBackend, problem_ids
 from optimizer.study.manager import distribution_status, run_study
 from optimizer.study.studyfile import StudyConfig, parse_study
 
 TRUTH = {"iid": (2.8, 0.25), "dirichlet-0.1": (0.35, 0.75)}
 CONSTANT = {"scaling_factor": 1.0, "participation": 0.55}
 LOG_S_BOUND, P_BOUND = 0.5, 0.2
+EPSILON = 0.02  # the stop rule's, in study_config
 
 
 def study_config(folder: str, seed: int, *, n_trials: int, problems: str = "40",
@@ -46,7 +50,7 @@ def study_config(folder: str, seed: int, *, n_trials: int, problems: str = "40",
         "profile": {"model": "tiny-random", "problems": problems, "samples": samples,
                     "clients": 10},
         "sampler": {"n_startup_trials": 5, "kind": sampler},
-        "stop": {"enabled": True, "min_trials": 8, "epsilon": 0.02, "probability": 0.9},
+        "stop": {"enabled": True, "min_trials": 8, "epsilon": EPSILON, "probability": 0.9},
     })
 
 
@@ -55,13 +59,24 @@ def within(params: dict[str, Any], truth: tuple[float, float]) -> bool:
             and abs(params["participation"] - truth[1]) <= P_BOUND)
 
 
+def true_gap(land: Landscape, params: dict[str, Any], n_problems: int,
+             cfg: StudyConfig) -> float:
+    """True max of expected pass@10 over a fine grid, less its value at ``params``."""
+    def truth(s: float, p: float) -> float:
+        return land.expected_pass_at_k(s, p, k=10, n_problems=n_problems, problem_seed=0)
+
+    grid = space_mod.candidates(cfg.space, per_axis=81)
+    best = max(truth(g["scaling_factor"], g["participation"]) for g in grid)
+    return best - truth(params["scaling_factor"], params["participation"])
+
+
 def one_seed(args: tuple[str, int, int, str, int, str]) -> list[dict[str, Any]]:
     """One seed's study, both distributions (runs in a worker process)."""
     folder, seed, n_trials, problems, samples, sampler = args
     cfg = study_config(folder, seed, n_trials=n_trials, problems=problems, samples=samples,
                        sampler=sampler)
-    backend = SyntheticBackend(landscapes={k: Landscape(optimum_s=s, optimum_p=p)
-                                           for k, (s, p) in TRUTH.items()})
+    lands = {k: Landscape(optimum_s=s, optimum_p=p) for k, (s, p) in TRUTH.items()}
+    backend = SyntheticBackend(landscapes=lands)
     outcomes = run_study(cfg, [backend], resume=False)
     rows = []
     for outcome, dist in zip(outcomes, cfg.distributions, strict=True):
@@ -76,6 +91,8 @@ def one_seed(args: tuple[str, int, int, str, int, str]) -> list[dict[str, Any]]:
             "gp": within(dict(ans.predicted.params), truth),
             "observed": within(dict(ans.observed_best.params), truth),
             "constant": within(CONSTANT, truth),
+            "gap": true_gap(lands[dist.label], dict(ans.predicted.params),
+                            len(problem_ids(problems)), cfg),
             "region": ans.argmax_region.describe(),
         })
     return rows
@@ -120,6 +137,11 @@ def main() -> None:
               f"GP {sum(r['gp'] for r in mine)}/{count}, observed best "
               f"{sum(r['observed'] for r in mine)}/{count}, constant "
               f"{sum(r['constant'] for r in mine)}/{count}")
+        gaps = [r["gap"] for r in mine]
+        print(f"  true gap at the GP's optimum <= epsilon ({EPSILON}): "
+              f"{sum(g <= EPSILON for g in gaps)}/{count} (mean {sum(gaps) / count:.3f}, "
+              f"max {max(gaps):.3f}); of studies ended by the stop rule: "
+              f"{sum(r['gap'] <= EPSILON for r in early)}/{len(early)}")
     print(f"({time.monotonic() - started:.0f} s)")
 
 
