@@ -53,13 +53,18 @@ class SurrogateSampler(BaseSampler):
         obs = self._observations(trials)
         if len(obs) < max(self._n_startup, 3):
             return {}
-        pending = [t.params for t in trials if t.state == TrialState.RUNNING
+        pending = [dict(t.params) for t in trials if t.state == TrialState.RUNNING
                    and t.number != trial.number and set(t.params) >= set(search_space)]
         # A different seed per proposal varies the candidate set where it is random, and
         # keeps two runners that ask at once from drawing the very same point.
-        params = propose(self._space, obs, pending=pending, seed=self._seed + trial.number,
-                         xi=self._xi, acquisition=self._acquisition)
+        params = self._proposal(trials, obs, pending, seed=self._seed + trial.number)
         return {k: v for k, v in params.items() if k in search_space}
+
+    def _proposal(self, trials: Sequence[FrozenTrial], obs: list[Observation],
+                  pending: list[dict[str, Any]], *, seed: int) -> dict[str, Any]:
+        """The next point from this study's own observations (subclasses widen the data)."""
+        return propose(self._space, obs, pending=pending, seed=seed, xi=self._xi,
+                       acquisition=self._acquisition)
 
     def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
