@@ -52,6 +52,9 @@ class SharedPrefixCache:
         self.suffix_v: list[torch.Tensor] = []
         self.suffix_valid = torch.zeros((0, 0), dtype=torch.bool)  # [B, capacity]
         self.width = 0  # suffix columns in use
+        # Per group: its rows and their slots. Rows change only between steps (add_group,
+        # select), so begin_step computes this once instead of once per layer.
+        self._members: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     @property
     def rows(self) -> int:
@@ -104,6 +107,8 @@ class SharedPrefixCache:
                 [self.suffix_valid, torch.zeros((self.rows, grow), dtype=torch.bool)], dim=1)
         self.suffix_valid[:, self.width] = True
         self.width += 1
+        rows = [(self.row_group == gi).nonzero().squeeze(-1) for gi in range(len(self.groups))]
+        self._members = [(r, self.row_slot[r]) for r in rows]
         return self.width - 1
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -132,11 +137,10 @@ class SharedPrefixCache:
         o = qg.new_empty((b, hkv, g, d))
         m = qg.new_empty((b, hkv, g, 1))
         s = qg.new_empty((b, hkv, g, 1))
-        for gi, group in enumerate(self.groups):
-            rows = (self.row_group == gi).nonzero().squeeze(-1)
+        for group, (rows, take) in zip(self.groups, self._members, strict=True):
             prompts = group.valid.shape[0]
             slots = qg.new_zeros((prompts * group.n, hkv, g, d))
-            slots[self.row_slot[rows]] = qg[rows]
+            slots[take] = qg[rows]
             # [P, n, Hkv, G, D] -> [P, Hkv, n*G, D]: one product per prompt and kv head.
             per_prompt = slots.view(prompts, group.n, hkv, g, d).transpose(1, 2) \
                 .reshape(prompts, hkv, group.n * g, d)
@@ -147,7 +151,6 @@ class SharedPrefixCache:
                 t = t.view(prompts, hkv, group.n, g, t.shape[-1]).transpose(1, 2)
                 return t.reshape(prompts * group.n, hkv, g, t.shape[-1])
 
-            take = self.row_slot[rows]
             o[rows], m[rows], s[rows] = back(po)[take], back(pm)[take], back(ps)[take]
         return o, m, s
 
