@@ -18,7 +18,12 @@ from typing import Any
 
 import torch
 
-from trainer.evaluation.prefixcache import SharedPrefixCache, decode_step, prefill
+from trainer.evaluation.prefixcache import (
+    SharedPrefixCache,
+    decode_step,
+    left_padded_positions,
+    prefill,
+)
 
 
 @dataclass
@@ -131,8 +136,8 @@ def prefill_batch(model: Any, tokenizer: Any, prompts: Sequence[str], *, first: 
                                **_fresh_rows(logits, first, len(prompts), n))
         from transformers import DynamicCache
 
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+        out = model(input_ids=ids, attention_mask=mask,
+                    position_ids=left_padded_positions(mask),
                     cache=DynamicCache(), use_cache=True, logits_to_keep=1)
     cache = out.cache
     if n > 1:

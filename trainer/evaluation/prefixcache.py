@@ -172,13 +172,18 @@ def causal_lm(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def left_padded_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of left-padded rows: 0 at each row's first real token (padding gets 0)."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
 def prefill(model: Any, input_ids: torch.Tensor, mask: torch.Tensor,
             cache: SharedPrefixCache, n: int) -> torch.Tensor:
     """Run left-padded prompts through the model's own forward once; store their keys and
     values as one group with n rows per prompt; return the rows' first logits [P*n, V]."""
     from transformers import DynamicCache
 
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    positions = left_padded_positions(mask)
     out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                 cache=DynamicCache(), use_cache=True, logits_to_keep=1)
     layers = out.cache.layers
