@@ -62,11 +62,6 @@ def _tail_term(z: np.ndarray) -> np.ndarray:
     return np.asarray(u * (1.0 - u * (3.0 - u * (15.0 - 105.0 * u))))
 
 
-def expected_improvement(mean: np.ndarray, sd: np.ndarray, best: float) -> np.ndarray:
-    """E[max(f - best, 0)] for f ~ N(mean, sd^2), elementwise."""
-    return np.exp(log_expected_improvement(mean, sd, best))
-
-
 def knowledge_gradient(surrogate: Surrogate, Xc: np.ndarray, Xref: np.ndarray,
                        noise_var: float) -> np.ndarray:
     """E[max posterior mean after one more trial at x] - max posterior mean now, per row of
