@@ -27,21 +27,6 @@ import numpy as np
 from trainer.evaluation.passk import summarize
 
 
-def heterogeneity(kind: str, alpha: float | None) -> float:
-    """A 0..1 heterogeneity score used to move the synthetic optimum with the data split."""
-    if kind == "iid":
-        return 0.0
-    if kind == "dirichlet":
-        return 1.0 / (1.0 + (alpha or 1.0) / 0.1)
-    return 0.6  # natural
-
-
-def default_optimum(kind: str, alpha: float | None) -> tuple[float, float]:
-    """(scaling factor, participation) optimum: extrapolate when IID, shrink when skewed."""
-    h = heterogeneity(kind, alpha)
-    return 1.6 * math.exp(-1.2 * h), 0.3 + 0.5 * h
-
-
 def optimum_at(h: float) -> tuple[float, float]:
     """(scaling factor, participation) optimum as a smooth function of a measured
     heterogeneity ``h`` in [0, 1] (the mean TV distance of a real partition): s* falls

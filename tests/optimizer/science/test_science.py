@@ -9,7 +9,7 @@ import pytest
 
 from optimizer.science import space as space_mod
 from optimizer.science.answer import Observation, compute_answer
-from optimizer.science.synthetic import Landscape, default_optimum, simulate
+from optimizer.science.synthetic import Landscape, optimum_at, simulate
 from optimizer.study.studyfile import ParamSpec
 from trainer.evaluation.passk import pass_at_k, summarize
 
@@ -25,7 +25,7 @@ def test_pass_at_k_matches_the_combinatorial_formula(n: int, c: int, k: int) -> 
 
 
 def test_landscape_optimum_and_realistic_noise() -> None:
-    s_star, p_star = default_optimum("dirichlet", 0.1)
+    s_star, p_star = optimum_at(0.7)  # about the h of a dirichlet(0.1) split
     land = Landscape(optimum_s=s_star, optimum_p=p_star)
     grid = space_mod.candidates(SPACE, per_axis=31)
     values = [land.expected_pass_at_k(g["scaling_factor"], g["participation"], k=10,
