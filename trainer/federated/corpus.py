@@ -5,6 +5,9 @@ Sources accepted by :func:`load_corpus`:
 * ``"stdlib"`` (default): the local Python standard library, read with ``ast``
   (test folders, ``site-packages`` and ``idlelib``'s tests skipped).
 * a directory: any Python source tree, read the same way.
+* either tree followed by ``#doctest`` (``stdlib#doctest``): only the functions
+  whose docstrings carry ``>>>`` examples, the shape of a HumanEval prompt
+  (290 of the standard library's ~6,800 documented functions).
 * a JSON/JSONL/Parquet file readable by ``datasets``, optionally followed by a
   field mapping: ``data.jsonl#prompt=instruction,completion=output,label=lang``.
   Without a mapping the fields ``prompt``/``completion`` are used, else the
@@ -34,7 +37,7 @@ import re
 import sysconfig
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -335,8 +338,8 @@ def load_corpus(source: str = "stdlib", *, decontaminate: bool = True,
 
     Raises TrialCancelledError soon after ``cancel`` is set.
     """
-    location = source.partition("#")[0]
-    if source == "stdlib":
+    location, _, fragment = source.partition("#")
+    if location == "stdlib":
         root: Path | None = stdlib_root()
     elif Path(location).expanduser().is_dir():
         root = Path(location).expanduser()
@@ -346,11 +349,12 @@ def load_corpus(source: str = "stdlib", *, decontaminate: bool = True,
     else:
         raise ConfigError("corpus", f"not a directory or a data file: {source!r}",
                           accepted="stdlib, a source directory, a .json/.jsonl/.parquet file, hf:ID")
+    keep = _tree_filter(fragment) if root is not None else None
     key = (_tree_fingerprint(root, cancel) if root is not None else _file_fingerprint(source))
     path = _cache_path(f"{key}{'-dc' if decontaminate else ''}")
     cached = _read_cache(path) if use_cache and path.is_file() else None
     if cached is not None:
-        return cached
+        return _filtered(cached, keep, source)
     if root is not None:
         examples, stats = extract_tree(root, decontaminate=decontaminate, cancel=cancel)
         log.info("corpus %s: %s", root, stats)
@@ -361,7 +365,35 @@ def load_corpus(source: str = "stdlib", *, decontaminate: bool = True,
                           accepted="a tree with documented functions, or a non-empty data file")
     if use_cache:
         _write_cache(path, examples)
-    return examples
+    return _filtered(examples, keep, source)
+
+
+TREE_FILTERS: dict[str, str] = {
+    "": "every documented function",
+    "doctest": "functions whose docstring carries >>> examples",
+}
+
+
+def _tree_filter(fragment: str) -> Callable[[Example], bool] | None:
+    """The example filter a tree source's ``#fragment`` names (None: keep all)."""
+    if fragment not in TREE_FILTERS:
+        raise ConfigError("corpus", f"unknown source filter #{fragment[:40]!r}",
+                          accepted="a tree alone, or TREE#doctest")
+    if fragment == "doctest":
+        # The prompt is decorators + signature + docstring, so >>> there is the docstring's.
+        return lambda ex: ">>>" in ex.prompt
+    return None
+
+
+def _filtered(examples: list[Example], keep: Callable[[Example], bool] | None,
+              source: str) -> list[Example]:
+    if keep is None:
+        return examples
+    chosen = [ex for ex in examples if keep(ex)]
+    if not chosen:
+        raise ConfigError("corpus", f"no examples in {source[:200]!r} pass its filter",
+                          accepted="a tree with functions the filter keeps")
+    return chosen
 
 
 def select_examples(examples: Sequence[Example], limit: int) -> list[Example]:

