@@ -51,7 +51,8 @@ class TrialSpec:
     lora_alpha: int = field(default=16, metadata=meta("LoRA alpha"))
     lora_targets: str = field(default="q_proj,v_proj", metadata=meta("comma-separated target modules"))
     fedprox_mu: float = field(default=0.0, metadata=meta("FedProx proximal weight; 0 disables"))
-    corpus: str = field(default="stdlib", metadata=meta("training corpus: stdlib, a source dir, or a data file"))
+    corpus: str = field(default="stdlib", metadata=meta(
+        "training corpus: stdlib, stdlib#doctest (docstrings with >>> examples), a source dir, or a data file"))
     max_examples: int = field(default=2000, metadata=meta("cap on corpus examples used"))
     problems: str = field(default="40", metadata=meta("HumanEval subset: a count N or comma-separated ids"))
     samples: int = field(default=10, metadata=meta("samples per problem n (>= k)"))

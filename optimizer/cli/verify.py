@@ -84,8 +84,14 @@ def _calibrate(args: argparse.Namespace, cfg: Any) -> int:
         if not args.json:
             print(f"{dist.label}: replicate noise SD {cal.noise_sd:.3f} "
                   f"(values {[round(v, 3) for v in cal.replicate_values]}), effect range "
-                  f"{cal.effect_range:.3f}, SNR {cal.snr:.2f}. {cal.verdict()}")
+                  f"{cal.effect_range:.3f}, SNR {cal.snr:.2f} (>= {cal.snr_lower:.2f} at 90% "
+                  f"confidence). {cal.verdict()}")
+            for point, value in cal.spread:
+                shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                  for k, v in point.items())
+                print(f"  spread {shown}: {value:.3f}")
     if args.json:
-        print(json.dumps({k: {**vars(v), "snr": v.snr, "verdict": v.verdict()}
+        print(json.dumps({k: {**vars(v), "snr": v.snr, "snr_lower": v.snr_lower,
+                              "noise_sd_upper": v.noise_sd_upper, "verdict": v.verdict()}
                           for k, v in out.items()}, indent=2, default=str))
     return 0

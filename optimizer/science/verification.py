@@ -73,6 +73,23 @@ class Calibration:
         return self.effect_range / self.noise_sd if self.noise_sd > 0 else math.inf
 
     @property
+    def noise_sd_upper(self) -> float:
+        """One-sided 90% upper bound on the noise SD (chi-square on r - 1 degrees of
+        freedom): three replicates pin an SD only to within a factor of ~2.5."""
+        from scipy.stats import chi2
+
+        dof = len(self.replicate_values) - 1
+        if dof < 1:
+            return math.inf
+        return self.noise_sd * math.sqrt(dof / float(chi2.ppf(0.10, dof)))
+
+    @property
+    def snr_lower(self) -> float:
+        """The SNR with the noise at its 90% upper bound: what the replicates guarantee."""
+        upper = self.noise_sd_upper
+        return self.effect_range / upper if upper > 0 else math.inf
+
+    @property
     def trials_for_epsilon(self) -> int:
         """Trials near the optimum for the posterior SD there to reach epsilon, ~(sd/eps)^2."""
         return max(1, math.ceil((self.noise_sd / self.epsilon) ** 2))
@@ -81,6 +98,10 @@ class Calibration:
         if self.snr < 3.0:
             return (f"SNR {self.snr:.1f} < 3: this profile cannot separate effects across the "
                     f"space from its noise; a study on it measures noise")
+        if self.snr_lower < 3.0:
+            return (f"SNR {self.snr:.1f}, but only >= {self.snr_lower:.1f} at 90% confidence "
+                    f"from {len(self.replicate_values)} replicates: more replicates would "
+                    f"show whether it clears 3")
         if self.noise_sd > self.epsilon:
             return (f"SNR {self.snr:.1f}; the stop rule needs about {self.trials_for_epsilon} "
                     f"trials near the optimum to resolve epsilon={self.epsilon:g}")

@@ -8,6 +8,7 @@ a verification interrupted by Ctrl-C or a crash continues where it stopped.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -21,6 +22,7 @@ from trainer.errors import ConfigError
 
 log = logging.getLogger(__name__)
 VERIFY_ATTR = "scalefed:verification"
+CALIBRATE_ATTR = "scalefed:calibration"
 # Replicate seeds start far from the study's own seed so no replicate repeats a trial.
 _SEED_OFFSET = 100_003
 Progress = Callable[[str], None]
@@ -84,19 +86,37 @@ def calibrate(cfg: StudyConfig, dist: DistributionSpec, backend: TrialBackend, *
     and the effects it must resolve."""
     if replicates < 2:
         raise ConfigError("replicates", f"must be >= 2, got {replicates}", accepted=">= 2")
+    study = store.create_or_load(cfg, dist, store.open_storage(cfg.storage_url),
+                                 must_exist=False)
     centre = _centre(cfg)
-    values = []
-    for i in range(replicates):
-        values.append(backend.run(replicate_params(cfg, dist, centre, i)).pass_at_k)
+    points = [centre, *_corners(cfg, centre)]
+    state = stored_calibration_state(study.user_attrs, points)
+    # Every run is stored as it ends, so a crash or Ctrl-C loses at most the running one.
+    for i in range(len(state["replicate_values"]), replicates):
+        value = backend.run(replicate_params(cfg, dist, centre, i)).pass_at_k
+        state["replicate_values"].append(value)
+        study.set_user_attr(CALIBRATE_ATTR, state)
         if progress is not None:
-            progress(f"{dist.label}: replicate {i + 1}/{replicates} at s=1: {values[-1]:.3f}")
-    spread = []
-    for point in [centre, *_corners(cfg, centre)]:
+            progress(f"{dist.label}: replicate {i + 1}/{replicates} at s=1: {value:.3f}")
+    for point in points[len(state["spread_values"]):]:
         value = backend.run({**cfg.base_params(dist), **point}).pass_at_k
-        spread.append((point, value))
+        state["spread_values"].append(value)
+        study.set_user_attr(CALIBRATE_ATTR, state)
         if progress is not None:
             progress(f"{dist.label}: spread point {point}: {value:.3f}")
-    return calibration(values, spread, epsilon=cfg.stop.epsilon)
+    return calibration(state["replicate_values"], list(zip(points, state["spread_values"])),
+                       epsilon=cfg.stop.epsilon)
+
+
+def stored_calibration_state(attrs: Mapping[str, Any],
+                             points: list[dict[str, Any]]) -> dict[str, Any]:
+    """The calibration runs stored in a study, or a fresh record when the space changed
+    (runs at other points say nothing about this profile's spread)."""
+    state = attrs.get(CALIBRATE_ATTR) or {}
+    if state.get("points") != json.loads(json.dumps(points)):
+        return {"points": points, "replicate_values": [], "spread_values": []}
+    return {"points": points, "replicate_values": list(state["replicate_values"]),
+            "spread_values": list(state["spread_values"])}
 
 
 def _centre(cfg: StudyConfig) -> dict[str, Any]:

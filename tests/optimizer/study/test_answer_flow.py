@@ -75,7 +75,9 @@ def test_calibration_reports_noise_effects_and_an_honest_verdict(tmp_path: Path)
     dist = cfg.distributions[0]
     peaked = calibrate(cfg, dist, SyntheticBackend(landscapes={
         "iid": Landscape(optimum_s=1.0, optimum_p=0.55, lift=3.0)}), replicates=4)
-    flat = calibrate(cfg, dist, SyntheticBackend(landscapes={
+    (tmp_path / "flat").mkdir()  # its own storage: a study keeps the calibration it ran
+    flat_cfg = _study(tmp_path / "flat", n_trials=8)
+    flat = calibrate(flat_cfg, flat_cfg.distributions[0], SyntheticBackend(landscapes={
         "iid": Landscape(optimum_s=1.0, optimum_p=0.55, lift=0.0)}), replicates=4)
     assert peaked.noise_sd > 0 and len(peaked.spread) == 5  # the centre and 4 corners
     assert peaked.snr > 3 > flat.snr
@@ -99,3 +101,52 @@ def test_get_best_carries_regions_noise_and_verification_over_grpc(tmp_path: Pat
     assert convert.lift_from_proto(reply.verification) == local.verification
     assert reply.argmax_region.description == local.answer.argmax_region.describe()  # type: ignore[union-attr]
     assert reply.HasField("noise_sd") and reply.predicted.HasField("level_lower")
+
+
+class FailingAfter(CountingBackend):
+    """A backend that crashes on its ``limit + 1``-th run, like a worker killed mid-calibration."""
+
+    def __init__(self, *, limit: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.limit = limit
+
+    def run(self, params: Mapping[str, Any], *, on_round: RoundCallback | None = None,
+            cancel: threading.Event | None = None) -> BackendResult:
+        if len(self.calls) >= self.limit:
+            raise RuntimeError("worker died")
+        return super().run(params, on_round=on_round, cancel=cancel)
+
+
+def test_calibration_is_stored_run_by_run_and_resumes_without_repeats(tmp_path: Path) -> None:
+    cfg = _study(tmp_path, n_trials=8)
+    dist = cfg.distributions[0]
+    land = {"iid": Landscape(optimum_s=1.0, optimum_p=0.55, lift=3.0)}
+    crashing = FailingAfter(limit=5, landscapes=land)
+    try:
+        calibrate(cfg, dist, crashing, replicates=3)
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("the backend should have crashed")
+    again = CountingBackend(landscapes=land)
+    resumed = calibrate(cfg, dist, again, replicates=3)
+    (tmp_path / "fresh").mkdir()
+    fresh_cfg = _study(tmp_path / "fresh", n_trials=8)
+    uninterrupted = CountingBackend(landscapes=land)
+    whole = calibrate(fresh_cfg, fresh_cfg.distributions[0], uninterrupted, replicates=3)
+    # 3 replicates + 5 spread points in all; the crash cut off 3, which alone ran again
+    assert len(crashing.calls) == 5 and len(again.calls) == 3
+    assert crashing.calls + again.calls == uninterrupted.calls
+    assert resumed == whole
+    assert calibrate(cfg, dist, again, replicates=3) == whole and len(again.calls) == 3
+
+
+def test_snr_lower_bound_widens_with_few_replicates() -> None:
+    from optimizer.science.verification import calibration
+
+    spread = [({"scaling_factor": 0.25}, 0.10), ({"scaling_factor": 4.0}, 0.20)]
+    few = calibration([0.30, 0.32, 0.34], spread, epsilon=0.02)
+    many = calibration([0.30, 0.32, 0.34] * 4, spread, epsilon=0.02)
+    assert few.noise_sd_upper > few.noise_sd and few.snr_lower < few.snr
+    assert many.snr_lower > few.snr_lower  # more replicates, tighter guarantee
+    assert few.snr > 3 > few.snr_lower and "more replicates" in few.verdict()
