@@ -39,6 +39,17 @@ def test_bad_subsets_name_the_field(bad: str) -> None:
     assert info.value.field == "problems"
 
 
+def test_named_subset_is_fixed_and_documented() -> None:
+    from trainer.evaluation import humaneval
+
+    chosen = select_problems("smollm2-solvable")
+    ids = [p["task_id"] for p in chosen]
+    assert ids == [f"HumanEval/{i}" for i in humaneval.NAMED_SUBSETS["smollm2-solvable"]]
+    assert len(ids) == 14 and "smollm2-solvable" in (humaneval.__doc__ or "")
+    with pytest.raises(ConfigError, match="smollm2-solvable"):
+        select_problems("smollm2-unknown")
+
+
 def test_selected_problems_are_copies() -> None:
     select_problems("1")[0]["prompt"] = "corrupted"
     assert select_problems("1")[0]["prompt"] != "corrupted"
