@@ -67,8 +67,9 @@ def predicted_optimum(surrogate: Surrogate, cands: Sequence[Mapping[str, Any]], 
     i = int(np.argmax(mean))
     m, s = float(mean[i]), float(sd[i])
     half = Z95 * math.sqrt(s * s + level_se * level_se)
+    # pass@k is a probability: a normal interval past 0 or 1 claims values that cannot be.
     return Prediction(params=dict(cands[i]), mean=m, sd=s, lower=m - Z95 * s, upper=m + Z95 * s,
-                      level_lower=m - half, level_upper=m + half)
+                      level_lower=max(0.0, m - half), level_upper=min(1.0, m + half))
 
 
 def _without(region: Region, fixed: Mapping[str, Any]) -> Region:

@@ -42,6 +42,17 @@ def test_argmax_region_holds_an_off_centre_optimum_and_is_narrower_than_the_spac
     assert pred.level_lower < pred.lower and pred.level_upper > pred.upper
 
 
+def test_the_level_ci_stays_within_what_a_probability_can_be() -> None:
+    # A high, noisy landscape (pass@10 near 0.9 with a between-problem SE of 0.12, as on
+    # the quickstart's 14 problems): the normal interval would reach past 1.
+    ans = compute_answer(SPACE, _observations(lambda s, p: 0.5 + _bump(s, p), noise=0.03),
+                         epsilon=0.05, level_se=0.12)
+    pred = ans.predicted
+    assert pred is not None and pred.level_lower is not None and pred.level_upper is not None
+    assert pred.mean + 1.96 * 0.12 > 1.0  # unclipped it would pass 1
+    assert 0.0 <= pred.level_lower < pred.mean < pred.level_upper == 1.0
+
+
 def test_a_flat_landscape_gets_a_wide_epsilon_region() -> None:
     ans = compute_answer(SPACE, _observations(lambda s, p: 0.3, noise=0.005), epsilon=0.03)
     region = ans.epsilon_region
