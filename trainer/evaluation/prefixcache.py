@@ -13,9 +13,33 @@ in place. Attention of a decode step is computed in two parts and merged
 exactly with their log-sum-exp weights (the "cascade" form of softmax):
 
 * prefix: the queries of all n rows of a prompt (times the GQA group) attend to
-  the prompt's keys as one matrix product, reading the prefix once per prompt
-  instead of once per row;
+  the prompt's keys in one call of torch's fused CPU flash-attention kernel,
+  reading the prefix once per prompt instead of once per row;
 * suffix: each row attends to its own generated tokens, the current one included.
+
+Why these kernels (2-core machine, SmolLM2 shapes: 3 kv heads, G = 3 query heads
+each, D = 64; 80 rows):
+
+* The prefix uses ``aten::_scaled_dot_product_flash_attention_for_cpu``: unlike
+  ``scaled_dot_product_attention`` it returns the log-sum-exp the merge needs, and
+  it takes the padding as an additive [P, 1, 1, L] mask. It was 1.3-1.5x faster
+  than the matmul / mask / max / exp / matmul / sum chain it replaces. Queries go
+  in folded as [P, Hkv, n * G, D]; the kernel's own GQA layout [P, Hq, n, D] was
+  as fast at n = 20 and 25% slower at n = 10 (shorter query blocks per task).
+* The suffix stays two matrix products: the kernel works per (row, head), and at 3
+  queries per task it was 2-3x slower at 16 columns and still slower at 96. The
+  chain adds the mask instead of masked_fill and skips the max's clamp.
+* The kernel gives a query with no valid key output 0 and log-sum-exp 0 (not
+  -inf): a prompt without tokens gets its -inf back (weight 0 in the merge); a
+  suffix always has one, the row's current token.
+* One scatter and one gather per layer move rows to their groups' [P, Hkv, n * G]
+  query slots, from an index rebuilt only when rows change (not per step or per
+  group); ``select`` packs each prompt's remaining rows into its first slots, so
+  finished rows stop costing prefix compute.
+
+Together ``attend`` is about 1.5x faster on a synthetic 80-row step (two groups,
+suffixes of 1-96 columns); in a real decode of 8 prompts x 10 samples, where the
+Linear layers take most of a step, it is 1.2x faster.
 
 The decode step runs the Llama blocks directly (norms, projections, rotary
 embedding, MLP are the model's own modules, so a PEFT adapter or an int8 copy
@@ -24,10 +48,20 @@ works unchanged); the prompt itself is prefilled by the model's usual forward.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+# Fused CPU flash attention that also returns each query's log-sum-exp, which the
+# two-part merge needs (the public scaled_dot_product_attention drops it).
+_flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+
+
+def _additive(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """0 where a key is valid, -inf where not: the kernel takes only an additive mask
+    in the query's dtype (not a boolean one)."""
+    return torch.zeros(valid.shape, dtype=dtype).masked_fill_(~valid, float("-inf"))
 
 
 @dataclass
@@ -37,7 +71,14 @@ class _Group:
     keys: list[torch.Tensor]  # per layer, [P, Hkv, L, D]
     values: list[torch.Tensor]
     valid: torch.Tensor  # [P, L] bool; False on left padding
-    n: int  # rows (slots) per prompt
+    n: int  # slots per prompt: the samples at prefill, fewer once select compacts them
+    bias: torch.Tensor = field(init=False)  # [P, 1, 1, L] additive mask from ``valid``
+    empty: torch.Tensor | None = field(init=False)  # [P] prompts without a token, if any
+
+    def __post_init__(self) -> None:
+        self.bias = _additive(self.valid, self.keys[0].dtype)[:, None, None, :]
+        empty = ~self.valid.any(dim=-1)
+        self.empty = empty if bool(empty.any()) else None
 
 
 class SharedPrefixCache:
@@ -52,9 +93,11 @@ class SharedPrefixCache:
         self.suffix_v: list[torch.Tensor] = []
         self.suffix_valid = torch.zeros((0, 0), dtype=torch.bool)  # [B, capacity]
         self.width = 0  # suffix columns in use
-        # Per group: its rows and their slots. Rows change only between steps (add_group,
-        # select), so begin_step computes this once instead of once per layer.
-        self._members: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # Each (row, kv head)'s place among all groups' prefix query slots, and each group's
+        # slot count (see _slot_index). Rows change only in add_group and select, which
+        # mark it stale (None); begin_step then rebuilds it, not every step or layer.
+        self._slots: tuple[torch.Tensor, list[int]] | None = None
+        self._suffix_bias = torch.zeros(0)  # [B, 1, 1, width], set once per step
 
     @property
     def rows(self) -> int:
@@ -65,6 +108,7 @@ class SharedPrefixCache:
         """Append P prompts' prefixes and their P * n rows (with empty suffixes)."""
         prompts = valid.shape[0]
         self.groups.append(_Group(keys=keys, values=values, valid=valid.bool(), n=n))
+        self._slots = None
         new = prompts * n
         self.row_group = torch.cat([self.row_group,
                                     torch.full((new,), len(self.groups) - 1, dtype=torch.long)])
@@ -86,7 +130,9 @@ class SharedPrefixCache:
         remap = torch.full((len(self.groups),), -1, dtype=torch.long)
         remap[torch.tensor(used, dtype=torch.long)] = torch.arange(len(used))
         self.groups = [self.groups[g] for g in used]
-        self.row_group, self.row_slot = remap[group], slot
+        self.row_group = remap[group]
+        self.row_slot = self._compact(self.row_group, slot)
+        self._slots = None
         valid = self.suffix_valid[keep, :self.width]
         cols = valid.any(dim=0).nonzero()
         start = int(cols[0]) if cols.numel() else self.width
@@ -94,6 +140,20 @@ class SharedPrefixCache:
         self.suffix_v = [s[keep, :, start:self.width] for s in self.suffix_v]
         self.suffix_valid = valid[:, start:]
         self.width -= start
+
+    def _compact(self, group: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+        """New slots for the kept rows: each prompt's rows take its first slots and each group
+        shrinks to its fullest prompt, so finished rows stop costing prefix compute."""
+        rank: list[tuple[int, int]] = []  # per row: (prompt, rank among that prompt's rows)
+        count: dict[tuple[int, int], int] = {}
+        for gi, s in zip(group.tolist(), slot.tolist(), strict=True):
+            key = (gi, s // self.groups[gi].n)
+            rank.append((key[1], count.get(key, 0)))
+            count[key] = count.get(key, 0) + 1
+        for gi, g in enumerate(self.groups):
+            g.n = max(c for (cg, _), c in count.items() if cg == gi)
+        return torch.tensor([p * self.groups[gi].n + r for gi, (p, r)
+                             in zip(group.tolist(), rank, strict=True)], dtype=torch.long)
 
     def begin_step(self) -> int:
         """Reserve the suffix column of this step's token (all rows); returns its index."""
@@ -107,9 +167,25 @@ class SharedPrefixCache:
                 [self.suffix_valid, torch.zeros((self.rows, grow), dtype=torch.bool)], dim=1)
         self.suffix_valid[:, self.width] = True
         self.width += 1
-        rows = [(self.row_group == gi).nonzero().squeeze(-1) for gi in range(len(self.groups))]
-        self._members = [(r, self.row_slot[r]) for r in rows]
+        # Every row has this step's token as a valid suffix key, so no row's suffix is
+        # fully masked (the suffix's max needs no clamp).
+        self._suffix_bias = _additive(self.suffix_valid[:, :self.width],
+                                      self.suffix_k[0].dtype)[:, None, None, :]
+        if self._slots is None:
+            self._slots = self._slot_index()
         return self.width - 1
+
+    def _slot_index(self) -> tuple[torch.Tensor, list[int]]:
+        """Where each (row, kv head) sits in the prefix queries of all groups, laid out
+        group after group as [P, Hkv, n] (prompt, kv head, sample); and each group's size."""
+        hkv = self.suffix_k[0].shape[1]
+        sizes = [group.valid.shape[0] * hkv * group.n for group in self.groups]
+        start = torch.tensor([0, *sizes], dtype=torch.long).cumsum(0)[self.row_group]
+        n = torch.tensor([group.n for group in self.groups], dtype=torch.long)[self.row_group]
+        prompt, sample = self.row_slot // n, self.row_slot % n
+        heads = torch.arange(hkv)
+        index = (start + prompt * hkv * n + sample)[:, None] + heads[None, :] * n[:, None]
+        return index.reshape(-1), sizes
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                scale: float) -> torch.Tensor:
@@ -123,48 +199,50 @@ class SharedPrefixCache:
         b, hq, _, d = q.shape
         hkv = k.shape[1]
         qg = q.reshape(b, hkv, hq // hkv, d) * scale  # GQA: query heads grouped by kv head
-        mask = self.suffix_valid[:, None, None, :self.width]
-        o_s, m_s, l_s = _partial(qg, self.suffix_k[layer][:, :, :self.width],
-                                 self.suffix_v[layer][:, :, :self.width], mask)
-        o_p, m_p, l_p = self._prefix(layer, qg)
-        m = torch.maximum(m_s, m_p)
-        a, c = torch.exp(m_p - m), torch.exp(m_s - m)
-        out = (o_p * a + o_s * c) / (l_p * a + l_s * c)
-        return out.reshape(b, hq * d)
+        o_s, lse_s = _suffix(qg, self.suffix_k[layer][:, :, :self.width],
+                             self.suffix_v[layer][:, :, :self.width], self._suffix_bias)
+        o_p, lse_p = self._prefix(layer, qg)
+        # Cascade merge: out = (e^lse_p o_p + e^lse_s o_s) / (e^lse_p + e^lse_s), written
+        # as o_s + sigmoid(lse_p - lse_s) (o_p - o_s): two cheap ops, no overflow.
+        w = torch.sigmoid(lse_p - lse_s)
+        return torch.lerp(o_s, o_p, w.unsqueeze(-1)).reshape(b, hq * d)
 
-    def _prefix(self, layer: int, qg: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _prefix(self, layer: int, qg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention of every row to its prompt: (output [B, Hkv, G, D], lse [B, Hkv, G])."""
+        assert self._slots is not None, "begin_step first"
+        index, sizes = self._slots
         b, hkv, g, d = qg.shape
-        o = qg.new_empty((b, hkv, g, d))
-        m = qg.new_empty((b, hkv, g, 1))
-        s = qg.new_empty((b, hkv, g, 1))
-        for group, (rows, take) in zip(self.groups, self._members, strict=True):
+        # One scatter puts each row's G queries per kv head where its group's [P, Hkv, n * G, D]
+        # layout wants them (zeros where a slot's row has finished), so that one kernel call per
+        # group reads each prompt's keys once for all its rows. Folding G into the query length
+        # measured faster than the kernel's own GQA (9 heads of n queries) at n = 10.
+        slots = qg.new_zeros((sum(sizes), g, d)).index_copy_(0, index, qg.view(b * hkv, g, d))
+        outs, lses = [], []
+        for group, part in zip(self.groups, slots.split(sizes), strict=True):
             prompts = group.valid.shape[0]
-            slots = qg.new_zeros((prompts * group.n, hkv, g, d))
-            slots[take] = qg[rows]
-            # [P, n, Hkv, G, D] -> [P, Hkv, n*G, D]: one product per prompt and kv head.
-            per_prompt = slots.view(prompts, group.n, hkv, g, d).transpose(1, 2) \
-                .reshape(prompts, hkv, group.n * g, d)
-            po, pm, ps = _partial(per_prompt, group.keys[layer], group.values[layer],
-                                  group.valid[:, None, None, :])
-
-            def back(t: torch.Tensor, group: _Group = group, prompts: int = prompts) -> torch.Tensor:
-                t = t.view(prompts, hkv, group.n, g, t.shape[-1]).transpose(1, 2)
-                return t.reshape(prompts * group.n, hkv, g, t.shape[-1])
-
-            o[rows], m[rows], s[rows] = back(po)[take], back(pm)[take], back(ps)[take]
-        return o, m, s
+            o, lse = _flash(part.view(prompts, hkv, group.n * g, d), group.keys[layer],
+                            group.values[layer], attn_mask=group.bias, scale=1.0)
+            if group.empty is not None:  # the kernel gives o = 0, lse = 0 for no valid key
+                lse = lse.masked_fill(group.empty[:, None, None], float("-inf"))
+            outs.append(o.reshape(-1, g, d))
+            lses.append(lse.reshape(-1, g))
+        o_all, lse_all = (torch.cat(outs), torch.cat(lses)) if len(outs) > 1 else (outs[0], lses[0])
+        return (o_all.index_select(0, index).view(b, hkv, g, d),
+                lse_all.index_select(0, index).view(b, hkv, g))
 
 
-def _partial(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-             mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Unnormalised attention over one part: (sum_j e^(s_j - m) v_j, m, sum_j e^(s_j - m)).
+def _suffix(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+            bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's attention to its own suffix: (output [B, Hkv, G, D], lse [B, Hkv, G]).
 
-    ``q`` is already scaled. A row with no valid key gets m = -inf-safe values
-    (weight zero after the merge)."""
-    scores = torch.matmul(q, k.transpose(-1, -2)).masked_fill(~mask, float("-inf"))
-    m = scores.amax(dim=-1, keepdim=True).clamp(min=torch.finfo(scores.dtype).min)
-    p = torch.exp(scores - m)
-    return torch.matmul(p, v), m, p.sum(dim=-1, keepdim=True)
+    Plain matrix products, not the flash kernel: with G = 3 queries per row and kv
+    head, the kernel's per-(row, head) overhead made it slower here beyond a few
+    columns. No clamp of the max: every row's own token is a valid key."""
+    scores = torch.matmul(q, k.transpose(-1, -2)).add_(bias)
+    m = scores.amax(dim=-1, keepdim=True)
+    p = scores.sub_(m).exp_()
+    total = p.sum(dim=-1, keepdim=True)
+    return torch.matmul(p, v).div_(total), (m + total.log()).squeeze(-1)
 
 
 def causal_lm(model: Any) -> Any:

@@ -29,57 +29,83 @@ def _brute_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) 
     return (w[:, None, :] @ v)[:, 0].reshape(-1)
 
 
+class _Harness:
+    """A one-layer SharedPrefixCache fed random keys, values and queries, next to the
+    plain list of each row's keys and values that brute-force attention reads."""
+
+    def __init__(self, hq: int, hkv: int, d: int, n: int) -> None:
+        self.gen = torch.Generator().manual_seed(0)
+        self.hq, self.hkv, self.d, self.n = hq, hkv, d, n
+        self.cache = SharedPrefixCache(num_layers=1)
+        self.prompts: list[tuple[torch.Tensor, torch.Tensor]] = []  # valid tokens' (k, v)
+        self.history: list[list[tuple[torch.Tensor, torch.Tensor]]] = []  # per row: suffix
+
+    def add_group(self, lengths: list[int]) -> None:
+        width, hkv, d = max(lengths), self.hkv, self.d
+        k = torch.randn(len(lengths), hkv, width, d, generator=self.gen)
+        v = torch.randn(len(lengths), hkv, width, d, generator=self.gen)
+        valid = torch.tensor([[c >= width - length for c in range(width)] for length in lengths])
+        self.cache.add_group([k], [v], valid, self.n)
+        for j, length in enumerate(lengths):
+            for _ in range(self.n):
+                self.prompts.append((k[j, :, width - length:], v[j, :, width - length:]))
+                self.history.append([])
+
+    def step(self, q_scale: float = 1.0) -> None:
+        rows, hkv, d = self.cache.rows, self.hkv, self.d
+        q = torch.randn(rows, self.hq, 1, d, generator=self.gen) * q_scale
+        k = torch.randn(rows, hkv, 1, d, generator=self.gen)
+        v = torch.randn(rows, hkv, 1, d, generator=self.gen)
+        self.cache.begin_step()
+        out = self.cache.attend(0, q, k, v, d ** -0.5)
+        for r in range(rows):
+            self.history[r].append((k[r, :, 0], v[r, :, 0]))
+            past = self.history[r]
+            keys = torch.cat([self.prompts[r][0], torch.stack([h[0] for h in past], dim=1)], 1)
+            vals = torch.cat([self.prompts[r][1], torch.stack([h[1] for h in past], dim=1)], 1)
+            torch.testing.assert_close(out[r], _brute_attention(q[r, :, 0], keys, vals))
+
+    def select(self, keep: list[int]) -> None:
+        self.cache.select(torch.tensor(keep))
+        self.prompts[:] = [self.prompts[i] for i in keep]
+        self.history[:] = [self.history[i] for i in keep]
+
+
 def test_prefix_cache_attention_equals_full_softmax_per_row() -> None:
     """Two prefill groups (left padding), rows dropped mid-way, a group joining after
     decoding started: every row's output equals softmax attention over its own prompt
     followed by its own generated tokens, computed row by row."""
-    gen = torch.Generator().manual_seed(0)
-    hq, hkv, d, n = 6, 2, 8, 3
-    cache = SharedPrefixCache(num_layers=1)
-    prompts: list[tuple[torch.Tensor, torch.Tensor]] = []  # (keys, values) of valid tokens
-    history: list[list[tuple[torch.Tensor, torch.Tensor]]] = []  # per row: its suffix
+    h = _Harness(hq=6, hkv=2, d=8, n=3)
+    h.add_group([5, 3])
+    h.step()
+    h.step()
+    h.select([0, 2, 3, 5])  # drop rows of both prompts
+    assert h.cache.groups[0].n == 2  # each prompt's 2 remaining rows fill its first 2 slots
+    h.step()
+    h.add_group([4])
+    h.step()
+    h.step()
+    h.select([r for r in range(h.cache.rows) if r >= 4])  # the first group leaves entirely
+    assert len(h.cache.groups) == 1 and h.cache.width == 2  # columns no row uses are dropped
+    h.step()
 
-    def add_group(lengths: list[int]) -> None:
-        width = max(lengths)
-        k = torch.randn(len(lengths), hkv, width, d, generator=gen)
-        v = torch.randn(len(lengths), hkv, width, d, generator=gen)
-        valid = torch.tensor([[c >= width - length for c in range(width)] for length in lengths])
-        cache.add_group([k], [v], valid, n)
-        for j, length in enumerate(lengths):
-            for _ in range(n):
-                prompts.append((k[j, :, width - length:], v[j, :, width - length:]))
-                history.append([])
 
-    def step() -> None:
-        rows = cache.rows
-        q = torch.randn(rows, hq, 1, d, generator=gen)
-        k = torch.randn(rows, hkv, 1, d, generator=gen)
-        v = torch.randn(rows, hkv, 1, d, generator=gen)
-        cache.begin_step()
-        out = cache.attend(0, q, k, v, d ** -0.5)
-        for r in range(rows):
-            history[r].append((k[r, :, 0], v[r, :, 0]))
-            keys = torch.cat([prompts[r][0], torch.stack([h[0] for h in history[r]], dim=1)], 1)
-            vals = torch.cat([prompts[r][1], torch.stack([h[1] for h in history[r]], dim=1)], 1)
-            torch.testing.assert_close(out[r], _brute_attention(q[r, :, 0], keys, vals))
-
-    add_group([5, 3])
-    step()
-    step()
-    keep = [0, 2, 3, 5]  # drop rows of both prompts
-    cache.select(torch.tensor(keep))
-    prompts[:] = [prompts[i] for i in keep]
-    history[:] = [history[i] for i in keep]
-    step()
-    add_group([4])
-    step()
-    step()
-    keep = [r for r in range(cache.rows) if r >= 4]  # the first group leaves entirely
-    cache.select(torch.tensor(keep))
-    prompts[:] = [prompts[i] for i in keep]
-    history[:] = [history[i] for i in keep]
-    assert len(cache.groups) == 1 and cache.width == 2  # columns no row uses are dropped
-    step()
+def test_prefix_cache_fused_kernel_edge_cases_equal_full_softmax() -> None:
+    """SmolLM2's head layout (9 query heads on 3 kv heads, D = 64) through the fused
+    prefix kernel: a one-token prompt behind 599 columns of padding (a whole key block of
+    the kernel masked), a prompt whose rows all finish (its slots empty), an empty
+    prompt, rows joining with a single suffix key, and scores spread wide enough (standard deviation 10) that
+    one part outweighs the other in the merge by many orders of magnitude."""
+    h = _Harness(hq=9, hkv=3, d=64, n=2)
+    h.add_group([1, 600, 40])
+    h.step(q_scale=10.0)
+    h.step()
+    h.select([0, 1, 5])  # prompt 1's rows both finish; prompt 2 keeps one row
+    h.step(q_scale=10.0)
+    h.add_group([3, 0, 1])  # an empty prompt: its rows attend to their suffix alone
+    h.step(q_scale=10.0)
+    h.select([0, 4, 5, 6, 8])
+    h.step()
 
 
 def test_prefix_decode_logits_equal_a_full_forward(tiny: LoadedModel) -> None:
