@@ -52,12 +52,17 @@ def verify(cfg: StudyConfig, dist: DistributionSpec, backend: TrialBackend, *,
         raise ConfigError("replicates", f"must be >= 2, got {replicates}", accepted=">= 2")
     storage = store.open_storage(cfg.storage_url)
     study = store.create_or_load(cfg, dist, storage, must_exist=True)
-    answer = store.study_answer(cfg, study.get_trials(deepcopy=False), regions=False)
+    from optimizer.study.shared import distribution_answer
+
+    # The answer `study best` shows: the shared (s, p, h) surface in shared mode, else its own GP.
+    answer, _ = distribution_answer(cfg, storage, dist, study.get_trials(deepcopy=False),
+                                    regions=False)
     if answer.predicted is None:
         raise ConfigError("n_trials", f"{study.study_name} has {answer.n_complete} complete "
                           "trials; verification needs the surrogate's optimum",
                           accepted=">= 3 complete trials")
-    optimum = dict(answer.predicted.params)
+    searched = {p.name for p in cfg.space}  # the shared surface adds h, which no trial takes
+    optimum = {k: v for k, v in answer.predicted.params.items() if k in searched}
     baseline = {**optimum, "scaling_factor": 1.0}
     state = study.user_attrs.get(VERIFY_ATTR) or {}
     if state.get("optimum") != optimum or state.get("baseline") != baseline:

@@ -147,3 +147,18 @@ def test_study_curve_and_best_for_a_never_run_label_on_the_command_line(
     assert png.stat().st_size > 0
     rows = [r for r in out.splitlines() if r.startswith(("| 0.", "| 1."))]
     assert [r.split("|")[2].strip() for r in rows] == ["-", "iid", "-", "dirichlet-0.1", "-"]
+
+
+def test_verify_checks_the_answer_study_best_shows(tmp_path: Path) -> None:
+    """Under the shared surrogate, verification re-runs the shared answer's optimum (the
+    one `study best` and GetBest show), not the distribution's own GP's, and no h."""
+    from optimizer.study.verify import verify
+
+    cfg = _study(f"sqlite:///{tmp_path / 'v.db'}")
+    run_study(cfg, [SyntheticBackend()], resume=False)
+    for dist in cfg.distributions:
+        shown = distribution_status(cfg, dist.label).answer
+        assert shown is not None and shown.predicted is not None
+        lift = verify(cfg, dist, SyntheticBackend(), replicates=2)
+        expected = {k: v for k, v in shown.predicted.params.items() if k != H_PARAM}
+        assert dict(lift.optimum) == expected
