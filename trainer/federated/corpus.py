@@ -7,7 +7,7 @@ Sources accepted by :func:`load_corpus`:
 * a directory: any Python source tree, read the same way.
 * either tree followed by ``#doctest`` (``stdlib#doctest``): only the functions
   whose docstrings carry ``>>>`` examples, the shape of a HumanEval prompt
-  (290 of the standard library's ~6,800 documented functions).
+  (282 of the standard library's ~6,800 documented functions, after decontamination).
 * a JSON/JSONL/Parquet file readable by ``datasets``, optionally followed by a
   field mapping: ``data.jsonl#prompt=instruction,completion=output,label=lang``.
   Without a mapping the fields ``prompt``/``completion`` are used, else the
@@ -368,21 +368,22 @@ def load_corpus(source: str = "stdlib", *, decontaminate: bool = True,
     return _filtered(examples, keep, source)
 
 
-TREE_FILTERS: dict[str, str] = {
-    "": "every documented function",
-    "doctest": "functions whose docstring carries >>> examples",
-}
+def _has_doctest(example: Example) -> bool:
+    # The prompt is decorators + signature + docstring, so >>> there is the docstring's.
+    return ">>>" in example.prompt
+
+
+# A tree source's ``#fragment`` -> which examples it keeps (None: all of them).
+TREE_FILTERS: dict[str, Callable[[Example], bool] | None] = {"": None, "doctest": _has_doctest}
 
 
 def _tree_filter(fragment: str) -> Callable[[Example], bool] | None:
     """The example filter a tree source's ``#fragment`` names (None: keep all)."""
     if fragment not in TREE_FILTERS:
         raise ConfigError("corpus", f"unknown source filter #{fragment[:40]!r}",
-                          accepted="a tree alone, or TREE#doctest")
-    if fragment == "doctest":
-        # The prompt is decorators + signature + docstring, so >>> there is the docstring's.
-        return lambda ex: ">>>" in ex.prompt
-    return None
+                          accepted="a tree alone, or " + ", ".join(
+                              f"TREE#{name}" for name in TREE_FILTERS if name))
+    return TREE_FILTERS[fragment]
 
 
 def _filtered(examples: list[Example], keep: Callable[[Example], bool] | None,

@@ -72,9 +72,9 @@ def check_model(name: str, *, allowed: Sequence[str], roots: Sequence[Path]) -> 
 def check_corpus(source: str, *, allowed: Sequence[str], roots: Sequence[Path]) -> None:
     """Raise ConfigError on ``corpus`` unless the operator allows ``source``.
 
-    Allowed: ``stdlib`` (and its filtered forms such as ``stdlib#doctest``); a source whose location (the part before ``#``) is in
-    ``allowed`` (e.g. an ``hf:`` data set); a directory or data file under one of
-    ``roots``.
+    Allowed: ``stdlib`` and its filtered forms (``stdlib#doctest``); a source whose
+    location (the part before ``#``) is in ``allowed`` (e.g. an ``hf:`` data set); a
+    directory or data file under one of ``roots``.
     """
     location = source.partition("#")[0]
     if location == STDLIB_CORPUS or location in allowed:
