@@ -7,8 +7,11 @@ in the sandbox and pass@k is compared per problem: engines share problems and
 the sampling seed (common random numbers), so the difference is judged by the
 standard error of the paired per-problem differences.
 
+An engine may carry its batch size as ``engine:rows``; the baseline
+``reference:80`` is the previous path as it ran (80 rows).
+
     python tests/benchmarks/bench_sampling.py --problems 40 --parity
-    python tests/benchmarks/bench_sampling.py --problems 8 --engines reference,fp32,int8
+    python tests/benchmarks/bench_sampling.py --problems 8 --engines reference:80,fp32,int8
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from trainer.evaluation.engine import ENGINES
+from trainer.evaluation.engine import DEFAULT_BATCH_ROWS, ENGINES
 from trainer.evaluation.evaluator import EvalConfig, EvalReport, evaluate_model
 from trainer.evaluation.passk import pass_at_k
 from trainer.models import load_model
@@ -35,17 +38,20 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--engines", default="reference,int8",
-                        help=f"comma-separated, the first is the baseline ({', '.join(ENGINES)})")
+    parser.add_argument("--engines", default="reference:80,fp32",
+                        help=f"comma-separated ENGINE[:ROWS], the first is the baseline "
+                             f"({', '.join(ENGINES)}; ROWS defaults to {DEFAULT_BATCH_ROWS})")
     parser.add_argument("--parity", action="store_true", help="also execute and compare pass@k")
     args = parser.parse_args()
     threads = configure_threads()
     loaded = load_model(args.model)
     engines = args.engines.split(",")
     reports: dict[str, EvalReport] = {}
-    for engine in engines:
+    for spec in engines:
+        engine, _, rows = spec.partition(":")
         cfg = EvalConfig(problems=args.problems, n=args.n, ks=(1, args.k), seed=args.seed,
-                         max_new_tokens=args.max_new_tokens, engine=engine)
+                         max_new_tokens=args.max_new_tokens, engine=engine,
+                         batch_rows=int(rows or DEFAULT_BATCH_ROWS))
         if not args.parity:  # sampling only: skip execution by running zero problems' worth
             from trainer.evaluation.generation import sample_completions
             from trainer.evaluation.humaneval import prepare_prompt, select_problems
@@ -55,14 +61,14 @@ def main() -> None:
                                           config=cfg.sampling())
             rate, seconds, tokens = stats.tokens / stats.seconds, stats.seconds, stats.tokens
         else:
-            reports[engine] = evaluate_model(loaded.model, loaded.tokenizer, config=cfg,
+            reports[spec] = evaluate_model(loaded.model, loaded.tokenizer, config=cfg,
                                              model_name=args.model)
-            t = reports[engine].timings
+            t = reports[spec].timings
             rate, seconds = t["tokens_per_s"], t["generate_s"]
             tokens = round(rate * seconds)
-        if engine == engines[0]:
+        if spec == engines[0]:
             base_rate = rate
-        print(f"{engine:<10} {tokens:6d} tokens in {seconds:6.1f}s = {rate:6.1f} tok/s  "
+        print(f"{spec:<14} {tokens:6d} tokens in {seconds:6.1f}s = {rate:6.1f} tok/s  "
               f"x{rate / base_rate:.2f} vs {engines[0]}", flush=True)
     print(f"({args.problems} problems, n={args.n}, {args.max_new_tokens} tokens, "
           f"{threads} threads)")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.errors import ConfigError
-from trainer.evaluation.engine import DEFAULT_ENGINE, ENGINES
+from trainer.evaluation.engine import DEFAULT_BATCH_ROWS, DEFAULT_ENGINE, ENGINES
 
 EPILOG = """\
 examples:
@@ -41,8 +41,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--temperature", type=float, default=0.8, help="default 0.8")
     p.add_argument("--top-p", type=float, default=0.95, help="default 0.95")
     p.add_argument("--max-new-tokens", type=int, default=200, help="default 200")
-    p.add_argument("--batch-rows", type=int, default=80,
-                   help="samples decoded together across problems (default 80)")
+    p.add_argument("--batch-rows", type=int, default=DEFAULT_BATCH_ROWS,
+                   help="samples decoded together across problems (default %(default)s); "
+                        "changes speed and memory, not the samples")
     p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE,
                    help="sampling engine (default %(default)s; reference = the previous path)")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per execution (default 3)")

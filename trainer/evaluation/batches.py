@@ -12,12 +12,14 @@ wasted row-steps.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from trainer.evaluation.draws import sample_stream
 from trainer.evaluation.prefixcache import (
     SharedPrefixCache,
     decode_step,
@@ -33,10 +35,12 @@ class _Rows:
     ids: list[list[int]]
     texts: list[str]
     live: list[bool]
+    streams: list[random.Random]  # each row's own uniforms (trainer.evaluation.draws)
 
     def _select_rows(self, keep: list[int], idx: torch.Tensor) -> None:
         self.logits = self.logits[idx]
         self.owner = [self.owner[i] for i in keep]
+        self.streams = [self.streams[i] for i in keep]
         self.ids = [self.ids[i] for i in keep]
         self.texts = [self.texts[i] for i in keep]
         self.live = [self.live[i] for i in keep]
@@ -44,14 +48,18 @@ class _Rows:
     def _append_rows(self, other: _Rows) -> None:
         self.logits = torch.cat([self.logits, other.logits], dim=0)
         self.owner += other.owner
+        self.streams += other.streams
         self.ids += other.ids
         self.texts += other.texts
         self.live += other.live
 
 
-def _fresh_rows(logits: torch.Tensor, first: int, prompts: int, n: int) -> dict[str, Any]:
-    rows = prompts * n
-    return {"logits": logits, "owner": [(first + p, s) for p in range(prompts) for s in range(n)],
+def _fresh_rows(logits: torch.Tensor, first: int, prompts: Sequence[str], n: int,
+                seed: int) -> dict[str, Any]:
+    rows = len(prompts) * n
+    return {"logits": logits,
+            "owner": [(first + p, s) for p in range(len(prompts)) for s in range(n)],
+            "streams": [sample_stream(seed, text, s) for text in prompts for s in range(n)],
             "ids": [[] for _ in range(rows)], "texts": ["" for _ in range(rows)],
             "live": [True] * rows}
 
@@ -101,6 +109,7 @@ class PrefixBatch(_Rows):
 
     cache: SharedPrefixCache
     positions: torch.Tensor  # [B]: position of the token each row feeds next
+    head: Callable[[torch.Tensor], torch.Tensor] | None  # decode steps' LM head (engine.py)
 
     def select(self, keep: list[int]) -> None:
         idx = torch.tensor(keep)
@@ -119,21 +128,24 @@ class PrefixBatch(_Rows):
         self._append_rows(other)
 
     def advance(self, model: Any, tokens: torch.Tensor) -> None:
-        self.logits = decode_step(model, tokens, self.positions, self.cache)
+        self.logits = decode_step(model, tokens, self.positions, self.cache, self.head)
         self.positions = self.positions + 1
 
 
 def prefill_batch(model: Any, tokenizer: Any, prompts: Sequence[str], *, first: int, n: int,
-                  engine: str) -> ReferenceBatch | PrefixBatch:
-    """Run the prompts once (left-padded) and return their n rows each, ready to decode."""
+                  engine: str, seed: int,
+                  head: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                  ) -> ReferenceBatch | PrefixBatch:
+    """Run the prompts once (left-padded) and return their n rows each, ready to decode;
+    each row's random stream comes from (``seed``, its prompt, its sample index)."""
     enc = tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left")
     ids, mask = enc["input_ids"], enc["attention_mask"]
     with torch.inference_mode():
         if engine != "reference":
             cache = SharedPrefixCache(num_layers=model.config.num_hidden_layers)
             logits = prefill(model, ids, mask, cache, n)
-            return PrefixBatch(cache=cache, positions=mask.sum(-1).repeat_interleave(n),
-                               **_fresh_rows(logits, first, len(prompts), n))
+            return PrefixBatch(cache=cache, positions=mask.sum(-1).repeat_interleave(n), head=head,
+                               **_fresh_rows(logits, first, prompts, n, seed))
         from transformers import DynamicCache
 
         out = model(input_ids=ids, attention_mask=mask,
@@ -144,4 +156,4 @@ def prefill_batch(model: Any, tokenizer: Any, prompts: Sequence[str], *, first: 
         cache.batch_repeat_interleave(n)
     return ReferenceBatch(cache=cache, mask=mask.repeat_interleave(n, dim=0),
                           **_fresh_rows(out.logits[:, -1, :].repeat_interleave(n, dim=0),
-                                        first, len(prompts), n))
+                                        first, prompts, n, seed))

@@ -24,6 +24,12 @@ Why these choices (measured on the 2-core reference machine; see
 * Speculative or prompt-lookup decoding was not used: at 80 rows a 135M model
   is compute-bound on CPU, so verifying draft tokens costs as much compute as
   decoding them, and rejected drafts are pure loss.
+* The ``fp32`` engine's decode steps run the LM head (576 x 49,152, a fifth of a
+  step's FLOPs) through oneDNN's fp32 GEMM on a copy of its weight packed once
+  per sampling call: MKL reached 44-66 GFLOP/s on that shape at 60-240 rows,
+  oneDNN 62-98 (``torch._C._nn.mkldnn_linear``; logits within 5e-6). The layers'
+  own GEMMs stay on MKL, which was as fast or faster there, and fusing q/k/v or
+  gate/up into one GEMM was slower.
 * ``reference`` is the previous path (``DynamicCache``, the PEFT model as is),
   kept as a fallback selectable by flag.
 """
@@ -32,10 +38,19 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 ENGINES = ("int8", "fp32", "reference")
 DEFAULT_ENGINE = "fp32"
+# Rows decoded together. Since each sample has its own random stream, this changes
+# speed only, not what is sampled. MKL's fp32 GEMMs on this model's shapes run at
+# ~65-95 GFLOP/s at 60-80 rows and ~85-130 at 160-240 (2 cores); the batch refills at
+# half capacity, so 240 keeps steps at 120-240 rows.
+DEFAULT_BATCH_ROWS = 240
 
 
 def check_engine(name: str) -> str:
@@ -47,14 +62,48 @@ def check_engine(name: str) -> str:
     return name
 
 
+DRAWS = "per-sample streams (seed, prompt, sample index); inverse-CDF nucleus"
+
+
 def engine_settings(engine: str) -> dict[str, str]:
     """What the run record says about an engine's numerics."""
     if engine == "int8":
         return {"linear": "fbgemm dynamic int8 (per-output-channel weight scales, per-step "
-                          "activation scales), adapter merged", "kv_cache": "shared prompt prefix, fp32"}
+                          "activation scales), adapter merged", "kv_cache": "shared prompt prefix, fp32",
+                "draws": DRAWS}
     if engine == "fp32":
-        return {"linear": "fp32", "kv_cache": "shared prompt prefix, fp32"}
-    return {"linear": "fp32 (PEFT adapter unmerged)", "kv_cache": "transformers DynamicCache"}
+        return {"linear": "fp32 (LM head of decode steps: oneDNN where available)",
+                "kv_cache": "shared prompt prefix, fp32", "draws": DRAWS}
+    return {"linear": "fp32 (PEFT adapter unmerged)", "kv_cache": "transformers DynamicCache",
+            "draws": DRAWS}
+
+
+class _OneDnnHead:
+    """The LM head as oneDNN's fp32 GEMM on a copy of the weight packed once."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        self._weight = weight.detach().to_mkldnn()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        return torch._C._nn.mkldnn_linear(x.contiguous().to_mkldnn(), self._weight,
+                                           None).to_dense()
+
+
+def decode_head(model: Any, engine: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The LM head the decode steps of ``engine`` use: a oneDNN copy (``fp32`` on a CPU
+    with oneDNN), or None for the model's own head (other engines, other devices)."""
+    import torch
+
+    if engine != "fp32" or not torch.backends.mkldnn.is_available():
+        return None
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = getattr(lm, "lm_head", None)
+    if (not isinstance(head, torch.nn.Linear) or head.bias is not None
+            or head.weight.device.type != "cpu" or head.weight.dtype != torch.float32):
+        return None
+    return _OneDnnHead(head.weight)
 
 
 def sampling_model(model: Any, engine: str) -> Any:

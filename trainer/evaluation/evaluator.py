@@ -13,7 +13,7 @@ from typing import Any
 
 from trainer.contract import MAX_TEMPERATURE, MIN_TEMPERATURE
 from trainer.errors import ConfigError, TrialCancelledError
-from trainer.evaluation.engine import DEFAULT_ENGINE, ENGINES, engine_settings
+from trainer.evaluation.engine import DEFAULT_BATCH_ROWS, DEFAULT_ENGINE, ENGINES, engine_settings
 from trainer.evaluation.generation import SamplingConfig, sample_completions
 from trainer.evaluation.humaneval import (
     DEFAULT_CPU_SUBSET,
@@ -36,7 +36,8 @@ class EvalConfig:
     top_p: float = field(default=0.95, metadata={"help": "nucleus mass"})
     max_new_tokens: int = field(default=200, metadata={"help": "generation cap per sample"})
     seed: int = field(default=0, metadata={"help": "sampling seed"})
-    batch_rows: int = field(default=80, metadata={"help": "samples decoded together"})
+    batch_rows: int = field(default=DEFAULT_BATCH_ROWS, metadata={
+        "help": "samples decoded together (speed only: each sample has its own random stream)"})
     engine: str = field(default=DEFAULT_ENGINE, metadata={"help": "sampling engine: " + ", ".join(ENGINES)})
     timeout: float = field(default=3.0, metadata={"help": "seconds per executed sample"})
     workers: int = field(default=2, metadata={"help": "parallel sandboxed executions"})

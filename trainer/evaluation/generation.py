@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from trainer.errors import TrialCancelledError
-from trainer.evaluation.engine import DEFAULT_ENGINE, check_engine, sampling_model
+from trainer.evaluation.draws import next_uniforms, sample_tokens
+from trainer.evaluation.engine import (
+    DEFAULT_BATCH_ROWS,
+    DEFAULT_ENGINE,
+    check_engine,
+    decode_head,
+    sampling_model,
+)
 from trainer.evaluation.humaneval import STOP_SEQUENCES, has_stopped
 
 if TYPE_CHECKING:
@@ -40,7 +47,8 @@ class SamplingConfig:
     top_p: float = field(default=0.95, metadata={"help": "nucleus sampling mass"})
     max_new_tokens: int = field(default=200, metadata={"help": "cap on generated tokens per sample"})
     seed: int = field(default=0, metadata={"help": "sampling seed"})
-    batch_rows: int = field(default=80, metadata={"help": "rows (samples) decoded together"})
+    batch_rows: int = field(default=DEFAULT_BATCH_ROWS, metadata={
+        "help": "rows (samples) decoded together: a speed setting, the samples do not change"})
     engine: str = field(default=DEFAULT_ENGINE, metadata={
         "help": "fp32 (shared-prefix KV cache), int8 (merged int8 copy; fails pass@10 "
                 "parity, for measurement only) or reference (the previous DynamicCache path)"})
@@ -56,43 +64,6 @@ class GenerationStats:
     forward_rows: int  # row-steps computed (tokens the model produced, wasted ones included)
 
 
-_TOP_K = 256  # candidates sorted per row; a full-vocabulary sort costs ~150 ms/step at 80 rows
-
-
-def _nucleus(probs: torch.Tensor, top_p: float, gen: torch.Generator) -> torch.Tensor:
-    """Sample from the smallest set of most likely tokens whose mass reaches top_p."""
-    import torch
-
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
-    drop = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p  # always keeps >= 1 token
-    picked = torch.multinomial(sorted_probs.masked_fill(drop, 0.0), 1, generator=gen)
-    return order.gather(-1, picked).squeeze(-1)
-
-
-def _sample(logits: torch.Tensor, cfg: SamplingConfig, gen: torch.Generator) -> torch.Tensor:
-    """Temperature + exact nucleus sampling.
-
-    The nucleus is looked for among the top 256 tokens first; rows whose top-256
-    mass falls short of top_p (rare for a trained model) take the full sort, so
-    the result is exactly nucleus sampling either way.
-    """
-    import torch
-
-    if cfg.temperature == 0:
-        return logits.argmax(dim=-1)
-    probs = torch.softmax(logits.float() / cfg.temperature, dim=-1)
-    if cfg.top_p >= 1.0:
-        return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
-    k = min(_TOP_K, probs.shape[-1])
-    top_probs, top_ids = probs.topk(k, dim=-1)
-    short = top_probs.sum(dim=-1) < cfg.top_p
-    out = top_ids.gather(-1, _nucleus(top_probs, cfg.top_p, gen)[:, None]).squeeze(-1)
-    if bool(short.any()):
-        rows = short.nonzero().squeeze(-1)
-        out[rows] = _nucleus(probs[rows], cfg.top_p, gen)
-    return out
-
-
 @dataclass
 class _Decoder:
     """Continuous batching: prompts join as earlier ones finish, so the batch stays full."""
@@ -102,8 +73,8 @@ class _Decoder:
     prompts: Sequence[str]
     cfg: SamplingConfig
     stops: Sequence[str]
-    gen: torch.Generator
     on_row_done: Callable[[], None]
+    head: Callable[[torch.Tensor], torch.Tensor] | None
     results: list[list[str]]
     tokens: int = 0
     forward_rows: int = 0
@@ -124,7 +95,7 @@ class _Decoder:
         chunk = self.prompts[first:first + take]
         self.next_prompt += len(chunk)
         fresh = prefill_batch(self.model, self.tokenizer, chunk, first=first, n=self.cfg.n,
-                              engine=self.cfg.engine)
+                              engine=self.cfg.engine, seed=self.cfg.seed, head=self.head)
         if batch is None:
             return fresh
         batch.select([i for i, alive in enumerate(batch.live) if alive])
@@ -159,7 +130,9 @@ class _Decoder:
             batch = self._refill(batch)
             if batch is None:
                 return
-            next_tokens = _sample(batch.logits, self.cfg, self.gen)
+            u = next_uniforms(batch.streams, batch.live)
+            next_tokens = sample_tokens(batch.logits, u, temperature=self.cfg.temperature,
+                                        top_p=self.cfg.top_p)
             self.forward_rows += len(batch.live)
             self._consume(batch, next_tokens)
             alive = [i for i, a in enumerate(batch.live) if a]
@@ -186,10 +159,10 @@ def sample_completions(
     """Sample ``config.n`` continuations of every prompt; returns raw generated texts.
 
     About ``batch_rows`` rows decode together; new prompts join as earlier rows
-    finish (continuous batching). Deterministic for a given seed and config.
+    finish (continuous batching). Sample j of a prompt draws its tokens from its own
+    stream, seeded by (``config.seed``, the prompt, j), so it does not depend on
+    ``batch_rows``, the order of ``prompts`` or which other prompts are sampled with it.
     """
-    import torch
-
     # Longest prompts first: prompts that join together have similar lengths,
     # so little left padding is computed.
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
@@ -202,9 +175,9 @@ def sample_completions(
         if on_progress is not None:
             on_progress(done, total)
 
-    decoder = _Decoder(model=sampling_model(model, config.engine), tokenizer=tokenizer, prompts=[prompts[i] for i in order],
-                       cfg=config, stops=stops, gen=torch.Generator().manual_seed(config.seed),
-                       on_row_done=row_done,
+    decoder = _Decoder(model=sampling_model(model, config.engine), tokenizer=tokenizer,
+                       prompts=[prompts[i] for i in order], cfg=config, stops=stops,
+                       on_row_done=row_done, head=decode_head(model, config.engine),
                        results=[["" for _ in range(config.n)] for _ in prompts])
     start = time.perf_counter()
     was_training = model.training

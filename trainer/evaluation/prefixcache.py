@@ -48,6 +48,7 @@ works unchanged); the prompt itself is prefilled by the model's usual forward.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -271,8 +272,10 @@ def prefill(model: Any, input_ids: torch.Tensor, mask: torch.Tensor,
 
 
 def decode_step(model: Any, tokens: torch.Tensor, positions: torch.Tensor,
-                cache: SharedPrefixCache) -> torch.Tensor:
-    """One token per row through the Llama blocks; returns next-token logits [B, V]."""
+                cache: SharedPrefixCache,
+                head: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """One token per row through the Llama blocks; returns next-token logits [B, V]
+    (from ``head`` if given, a faster kernel for the model's LM head, else the model's)."""
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
     lm = causal_lm(model)
@@ -291,4 +294,5 @@ def decode_step(model: Any, tokens: torch.Tensor, positions: torch.Tensor,
         out = cache.attend(i, q, k, v, attn.scaling)
         hidden = hidden + attn.o_proj(out[:, None])
         hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-    return lm.lm_head(inner.norm(hidden))[:, 0]
+    last = inner.norm(hidden)[:, 0]
+    return head(last) if head is not None else lm.lm_head(last)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from trainer.errors import TrialCancelledError
+from trainer.evaluation.draws import sample_tokens
 from trainer.evaluation.generation import SamplingConfig, sample_completions
 from trainer.evaluation.humaneval import prepare_prompt, select_problems
 from trainer.models import LoadedModel, load_model
@@ -104,15 +105,43 @@ def _brute_nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
 
 @pytest.mark.parametrize("peaked", [True, False])
 def test_sampler_matches_nucleus_distribution(peaked: bool) -> None:
-    from trainer.evaluation.generation import _sample
-
     gen = torch.Generator().manual_seed(0)
     vocab = 600
     logits = torch.randn(vocab, generator=gen) * (6.0 if peaked else 0.1)
-    cfg = SamplingConfig(temperature=0.8, top_p=0.9)
     rows = logits.expand(20000, vocab)
-    draws = _sample(rows, cfg, gen)
+    u = torch.rand(20000, generator=gen, dtype=torch.float64)
+    draws = sample_tokens(rows, u, temperature=0.8, top_p=0.9)
     expected = _brute_nucleus(torch.softmax(logits / 0.8, -1), 0.9)
     freq = torch.bincount(draws, minlength=vocab).float() / len(draws)
     assert bool((freq[expected == 0] == 0).all())  # never outside the nucleus
     assert float((freq - expected).abs().sum()) < (0.05 if peaked else 0.5)
+
+
+def test_inverse_cdf_picks_by_cumulative_mass_at_the_edges() -> None:
+    """u below the first token's mass picks it; u just under 1 picks the nucleus's last
+    token, never one outside it; top_p = 1 samples the whole vocabulary in id order."""
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    logits = probs.log()
+    pick = [int(sample_tokens(logits, torch.tensor([u], dtype=torch.float64), temperature=1.0,
+                              top_p=0.9)) for u in (0.0, 0.49, 0.7, 0.99999999)]
+    # nucleus {0, 1, 2} renormalised: cdf 0.526, 0.842, 1.0
+    assert pick == [0, 0, 1, 2]
+    full = [int(sample_tokens(logits, torch.tensor([u], dtype=torch.float64), temperature=1.0,
+                              top_p=1.0)) for u in (0.49, 0.51, 0.96, 0.999999)]
+    assert full == [0, 1, 3, 3]
+
+
+def test_a_sample_does_not_depend_on_batch_size_order_or_subset(tiny: LoadedModel) -> None:
+    """Each sample draws from its own stream (seed, prompt, index): the batch size, the
+    prompts' order and the other prompts sampled alongside do not change it (CRN)."""
+    prompts = _prompts(3)
+    cfg = SamplingConfig(n=3, max_new_tokens=8, seed=3, temperature=1.0, top_p=1.0)
+    whole, _ = sample_completions(tiny.model, tiny.tokenizer, prompts,
+                                  config=SamplingConfig(**{**cfg.__dict__, "batch_rows": 9}))
+    small, _ = sample_completions(tiny.model, tiny.tokenizer, prompts,
+                                  config=SamplingConfig(**{**cfg.__dict__, "batch_rows": 3}))
+    subset, _ = sample_completions(tiny.model, tiny.tokenizer, [prompts[2], prompts[0]],
+                                   config=SamplingConfig(**{**cfg.__dict__, "batch_rows": 3}))
+    assert whole == small
+    assert subset == [whole[2], whole[0]]
+    assert len({t for row in whole for t in row}) > 3  # the samples do differ from each other
