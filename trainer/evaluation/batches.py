@@ -5,9 +5,10 @@ its tokens and text, whether it is still live) and differ in how keys and values
 are kept: :class:`ReferenceBatch` is the previous path (transformers'
 ``DynamicCache``, every row holding its own copy of its prompt);
 :class:`PrefixBatch` keeps each prompt once (``trainer.evaluation.prefixcache``).
-Rows that finish stay in the batch as dead weight until a quarter of it is dead
-or new prompts join: compacting copies caches, which costs more than a few
-wasted row-steps.
+Rows that finish keep their places in the cache until half the batch is done
+or new prompts join (compacting copies every layer's cache), but only live rows
+run through the model's Linear layers, so a finished row costs only its share of
+attention.
 """
 
 from __future__ import annotations
@@ -30,22 +31,30 @@ from trainer.evaluation.prefixcache import (
 
 @dataclass
 class _Rows:
-    logits: torch.Tensor
+    # Pending next-token logits of the live rows, in row order; None once sampled
+    # (``advance`` computes the next ones, for the rows still live).
+    logits: torch.Tensor | None
     owner: list[tuple[int, int]]  # (prompt index, sample index) of each row
     ids: list[list[int]]
     texts: list[str]
     live: list[bool]
     streams: list[random.Random]  # each row's own uniforms (trainer.evaluation.draws)
 
-    def _select_rows(self, keep: list[int], idx: torch.Tensor) -> None:
-        self.logits = self.logits[idx]
+    def live_rows(self) -> list[int]:
+        return [i for i, alive in enumerate(self.live) if alive]
+
+    def _select_rows(self, keep: list[int]) -> None:
+        if keep != self.live_rows():  # pending logits are the live rows', so they stay valid
+            raise ValueError("select keeps exactly the live rows")
         self.owner = [self.owner[i] for i in keep]
         self.streams = [self.streams[i] for i in keep]
         self.ids = [self.ids[i] for i in keep]
         self.texts = [self.texts[i] for i in keep]
-        self.live = [self.live[i] for i in keep]
+        self.live = [True] * len(keep)
 
     def _append_rows(self, other: _Rows) -> None:
+        if self.logits is None or other.logits is None:
+            raise ValueError("rows join only while both batches' logits are pending")
         self.logits = torch.cat([self.logits, other.logits], dim=0)
         self.owner += other.owner
         self.streams += other.streams
@@ -72,10 +81,11 @@ class ReferenceBatch(_Rows):
     mask: torch.Tensor
 
     def select(self, keep: list[int]) -> None:
+        """Drop the finished rows (``keep`` = the live rows)."""
+        self._select_rows(keep)
         idx = torch.tensor(keep)
         self.cache.batch_select_indices(idx)
         self.mask = self.mask[idx]
-        self._select_rows(keep, idx)
 
     def absorb(self, other: ReferenceBatch | PrefixBatch) -> None:
         """Append another batch's rows, left-padding the shorter cache so positions line up."""
@@ -94,13 +104,17 @@ class ReferenceBatch(_Rows):
                                F.pad(other.mask, (width - other.mask.shape[1], 0))], dim=0)
         self._append_rows(other)
 
-    def advance(self, model: Any, tokens: torch.Tensor) -> None:
-        """Feed each row its sampled token; the next logits replace the pending ones."""
+    def advance(self, model: Any, tokens: torch.Tensor, rows: torch.Tensor | None) -> None:
+        """Feed the live rows (``rows``, or all if None) their sampled tokens; the next
+        logits of those rows become the pending ones. Finished rows are fed token 0."""
         self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], 1)
         positions = self.mask.sum(-1, keepdim=True) - 1
+        if rows is not None:
+            tokens = tokens.new_zeros(len(self.live)).index_copy_(0, rows, tokens)
         out = model(input_ids=tokens[:, None], attention_mask=self.mask, position_ids=positions,
                     cache=self.cache, use_cache=True)
-        self.cache, self.logits = out.cache, out.logits[:, -1, :]
+        logits = out.logits[:, -1, :]
+        self.cache, self.logits = out.cache, logits if rows is None else logits[rows]
 
 
 @dataclass
@@ -112,10 +126,11 @@ class PrefixBatch(_Rows):
     head: Callable[[torch.Tensor], torch.Tensor] | None  # decode steps' LM head (engine.py)
 
     def select(self, keep: list[int]) -> None:
+        """Drop the finished rows (``keep`` = the live rows)."""
+        self._select_rows(keep)
         idx = torch.tensor(keep)
         self.cache.select(idx)
         self.positions = self.positions[idx]
-        self._select_rows(keep, idx)
 
     def absorb(self, other: ReferenceBatch | PrefixBatch) -> None:
         """Append a freshly prefilled batch's groups and rows."""
@@ -127,8 +142,10 @@ class PrefixBatch(_Rows):
         self.positions = torch.cat([self.positions, other.positions])
         self._append_rows(other)
 
-    def advance(self, model: Any, tokens: torch.Tensor) -> None:
-        self.logits = decode_step(model, tokens, self.positions, self.cache, self.head)
+    def advance(self, model: Any, tokens: torch.Tensor, rows: torch.Tensor | None) -> None:
+        """Feed the live rows (``rows``, or all if None) their sampled tokens; only they
+        run through the model's Linear layers, finished rows just keep their places."""
+        self.logits = decode_step(model, tokens, self.positions, self.cache, self.head, rows=rows)
         self.positions = self.positions + 1
 
 

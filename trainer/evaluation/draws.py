@@ -35,13 +35,12 @@ def sample_stream(seed: int, prompt: str, sample: int) -> random.Random:
     return random.Random(int.from_bytes(key, "little"))
 
 
-def next_uniforms(streams: list[random.Random], live: list[bool]) -> torch.Tensor:
-    """One uniform in [0, 1) per row from its own stream; finished rows draw nothing (0.5),
-    so a row's k-th draw is always its k-th token's."""
+def next_uniforms(streams: list[random.Random]) -> torch.Tensor:
+    """One uniform in [0, 1) from each live row's own stream: a row draws once per
+    token it generates, so its k-th draw is always its k-th token's."""
     import torch
 
-    return torch.tensor([s.random() if alive else 0.5 for s, alive in zip(streams, live, strict=True)],
-                        dtype=torch.float64)
+    return torch.tensor([s.random() for s in streams], dtype=torch.float64)
 
 
 def _inverse_cdf(weights: torch.Tensor, u: torch.Tensor, count: torch.Tensor) -> torch.Tensor:

@@ -102,11 +102,9 @@ class _Decoder:
         batch.absorb(fresh)
         return batch
 
-    def _consume(self, batch: Batch, next_tokens: torch.Tensor) -> None:
+    def _consume(self, batch: Batch, rows: list[int], tokens: list[int]) -> None:
         eos = self.tokenizer.eos_token_id
-        for i, tok in enumerate(next_tokens.tolist()):
-            if not batch.live[i]:
-                continue
+        for i, tok in zip(rows, tokens, strict=True):
             self.tokens += 1
             done = tok == eos
             if not done:
@@ -130,20 +128,31 @@ class _Decoder:
             batch = self._refill(batch)
             if batch is None:
                 return
-            u = next_uniforms(batch.streams, batch.live)
-            next_tokens = sample_tokens(batch.logits, u, temperature=self.cfg.temperature,
-                                        top_p=self.cfg.top_p)
-            self.forward_rows += len(batch.live)
-            self._consume(batch, next_tokens)
-            alive = [i for i, a in enumerate(batch.live) if a]
+            rows = batch.live_rows()
+            assert batch.logits is not None and batch.logits.shape[0] == len(rows)
+            u = next_uniforms([batch.streams[i] for i in rows])
+            sampled = sample_tokens(batch.logits, u, temperature=self.cfg.temperature,
+                                    top_p=self.cfg.top_p)
+            batch.logits = None
+            self.forward_rows += len(rows)
+            self._consume(batch, rows, sampled.tolist())
+            alive = [j for j, i in enumerate(rows) if batch.live[i]]
             if not alive:
                 batch = None
                 continue
-            if len(batch.live) - len(alive) >= max(1, len(batch.live) // 4):
-                batch.select(alive)
-                next_tokens = next_tokens[torch.tensor(alive)]
+            keep = torch.tensor(alive) if len(alive) < len(rows) else None
+            tokens = sampled if keep is None else sampled[keep]
+            live = None
+            if len(alive) < len(batch.live):
+                live_rows = [rows[j] for j in alive]
+                # Finished rows skip the Linear layers but still cost attention and cache
+                # memory; compacting copies every layer's cache, so it waits for half.
+                if len(batch.live) - len(alive) >= max(1, len(batch.live) // 2):
+                    batch.select(live_rows)
+                else:
+                    live = torch.tensor(live_rows)
             with torch.inference_mode():
-                batch.advance(self.model, next_tokens)
+                batch.advance(self.model, tokens, live)
 
 
 def sample_completions(

@@ -273,26 +273,41 @@ def prefill(model: Any, input_ids: torch.Tensor, mask: torch.Tensor,
 
 def decode_step(model: Any, tokens: torch.Tensor, positions: torch.Tensor,
                 cache: SharedPrefixCache,
-                head: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-    """One token per row through the Llama blocks; returns next-token logits [B, V]
-    (from ``head`` if given, a faster kernel for the model's LM head, else the model's)."""
+                head: Callable[[torch.Tensor], torch.Tensor] | None = None, *,
+                rows: torch.Tensor | None = None) -> torch.Tensor:
+    """One token through the Llama blocks for each of ``rows`` (all rows if None);
+    returns their next-token logits [len(rows), V], from ``head`` if given (a faster
+    kernel for the model's LM head), else the model's own.
+
+    ``tokens`` holds one token per computed row; ``positions`` one per cache row. Rows
+    left out (finished, awaiting compaction) skip every Linear layer; they get zero
+    queries, keys and values in attention, whose outputs are dropped."""
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
     lm = causal_lm(model)
     inner = lm.model
     hidden = inner.embed_tokens(tokens[:, None])
-    cos, sin = inner.rotary_emb(hidden, positions[:, None])
-    rows = tokens.shape[0]
+    cos, sin = inner.rotary_emb(hidden, (positions if rows is None else positions[rows])[:, None])
+    b = tokens.shape[0]
     cache.begin_step()
     for i, layer in enumerate(inner.layers):
         attn = layer.self_attn
         x = layer.input_layernorm(hidden)
-        q = attn.q_proj(x).view(rows, 1, -1, attn.head_dim).transpose(1, 2)
-        k = attn.k_proj(x).view(rows, 1, -1, attn.head_dim).transpose(1, 2)
-        v = attn.v_proj(x).view(rows, 1, -1, attn.head_dim).transpose(1, 2)
+        q = attn.q_proj(x).view(b, 1, -1, attn.head_dim).transpose(1, 2)
+        k = attn.k_proj(x).view(b, 1, -1, attn.head_dim).transpose(1, 2)
+        v = attn.v_proj(x).view(b, 1, -1, attn.head_dim).transpose(1, 2)
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        if rows is not None:
+            q, k, v = (_spread(t, rows, cache.rows) for t in (q, k, v))
         out = cache.attend(i, q, k, v, attn.scaling)
+        if rows is not None:
+            out = out.index_select(0, rows)
         hidden = hidden + attn.o_proj(out[:, None])
         hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
     last = inner.norm(hidden)[:, 0]
     return head(last) if head is not None else lm.lm_head(last)
+
+
+def _spread(t: torch.Tensor, rows: torch.Tensor, total: int) -> torch.Tensor:
+    """The computed rows' tensor placed at their cache rows, zeros elsewhere."""
+    return t.new_zeros((total, *t.shape[1:])).index_copy_(0, rows, t)

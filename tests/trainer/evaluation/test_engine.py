@@ -108,23 +108,35 @@ def test_prefix_cache_fused_kernel_edge_cases_equal_full_softmax() -> None:
     h.step()
 
 
-def test_prefix_decode_logits_equal_a_full_forward(tiny: LoadedModel) -> None:
-    """Prefill two left-padded prompts, decode three greedy tokens with the shared-prefix
-    step: each step's logits equal the model's plain forward over the whole sequence."""
+@pytest.mark.parametrize("fast_head", [False, True])
+def test_prefix_decode_logits_equal_a_full_forward(tiny: LoadedModel, fast_head: bool) -> None:
+    """Prefill two left-padded prompts, decode greedy tokens with the shared-prefix step,
+    rows finishing on the way (they skip the model but keep their cache places): each
+    live row's logits equal the model's plain forward over its whole sequence, with the
+    model's LM head and with the oneDNN copy of it."""
     from trainer.evaluation.batches import prefill_batch
+    from trainer.evaluation.engine import decode_head
 
+    head = decode_head(tiny.model, "fp32") if fast_head else None
+    if fast_head and head is None:
+        pytest.skip("no oneDNN in this torch build")
     prompts = _prompts(2)
     batch = prefill_batch(tiny.model, tiny.tokenizer, prompts, first=0, n=2, engine="fp32",
-                          seed=0)
+                          seed=0, head=head)
     seqs = [tiny.tokenizer(p)["input_ids"] for p in prompts for _ in range(2)]
+    live = [0, 1, 2, 3]
     with torch.inference_mode():
-        for _ in range(3):
+        for still in ([0, 1, 2, 3], [0, 2, 3], [0, 3], [3]):
+            assert batch.logits is not None
             tokens = batch.logits.argmax(-1)
-            for r, seq in enumerate(seqs):
-                full = tiny.model(input_ids=torch.tensor([seq])).logits[0, -1]
-                torch.testing.assert_close(batch.logits[r], full, rtol=1e-4, atol=1e-4)
-                seq.append(int(tokens[r]))
-            batch.advance(tiny.model, tokens)
+            for j, r in enumerate(live):
+                full = tiny.model(input_ids=torch.tensor([seqs[r]])).logits[0, -1]
+                torch.testing.assert_close(batch.logits[j], full, rtol=1e-4, atol=1e-4)
+                seqs[r].append(int(tokens[j]))
+            keep = [j for j, r in enumerate(live) if r in still]
+            live = still
+            batch.advance(tiny.model, tokens[keep],
+                          None if len(still) == 4 else torch.tensor(still))
 
 
 def test_int8_copy_is_close_and_leaves_the_model_untouched(tiny: LoadedModel) -> None:
