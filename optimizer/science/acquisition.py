@@ -89,7 +89,7 @@ def knowledge_gradient(surrogate: Surrogate, Xc: np.ndarray, Xref: np.ndarray,
 def propose(space: Sequence[ParamSpec], observations: Sequence[Observation], *,
             pending: Sequence[Mapping[str, Any]] = (), seed: int = 0, per_axis: int = 41,
             xi: float = 0.0, fixed: Mapping[str, Any] | None = None,
-            acquisition: str = "kg") -> dict[str, Any]:
+            acquisition: str = "kg", pessimistic: bool = False) -> dict[str, Any]:
     """The candidate with the highest acquisition value, as a full parameter dict.
 
     ``pending``: running trials (never proposed again). ``fixed``: coordinates held at
@@ -97,19 +97,22 @@ def propose(space: Sequence[ParamSpec], observations: Sequence[Observation], *,
     ``per_axis`` points per axis, or scrambled Sobol in higher dimension). ``acquisition``:
     ``"kg"`` (knowledge gradient) or ``"ei"`` (expected improvement over the best
     posterior mean at the observed points, moved onto the ``fixed`` slice); for ``"ei"``,
-    ``xi`` (in units of the trial noise) raises the bar an improvement must clear."""
+    ``xi`` (in units of the trial noise) raises the bar an improvement must clear.
+    ``pessimistic``: the GP's prior mean is the worst observed value, not the average,
+    so the surface reverts to "poor" away from the data (see ``_prior_mean``)."""
     if acquisition not in ACQUISITIONS:
         raise ValueError(f"acquisition must be one of {ACQUISITIONS}, not {acquisition!r}")
     obs = [o for o in observations if math.isfinite(o.value)]
     if not obs:
         raise ValueError("propose needs at least one finite observation")
     noise = float(np.median([o.stderr for o in obs]))
+    prior_mean = _prior_mean(obs) if pessimistic else None
     if pending:
-        believed = Surrogate(space, obs, seed=seed)
+        believed = Surrogate(space, obs, seed=seed, prior_mean=prior_mean)
         means, _ = believed.predict(list(pending))
         obs = obs + [Observation(number=-1 - i, params=dict(p), value=float(m), stderr=noise)
                      for i, (p, m) in enumerate(zip(pending, means, strict=True))]
-    surrogate = Surrogate(space, obs, seed=seed)
+    surrogate = Surrogate(space, obs, seed=seed, prior_mean=prior_mean)
     cands = free_candidates(space, fixed, per_axis=per_axis, seed=seed)
     Xc = space_mod.encode_many(space, cands)
     if acquisition == "kg":
@@ -126,6 +129,20 @@ def propose(space: Sequence[ParamSpec], observations: Sequence[Observation], *,
     score[_duplicates(space, Xc, pending)] = -np.inf
     best = int(np.argmax(score))
     return dict(cands[best])
+
+
+def _prior_mean(obs: Sequence[Observation]) -> float:
+    """The worst observed value: a pessimistic constant prior mean for proposals.
+
+    With the average as prior mean, a corner far from every trial reverts to an average
+    value with a large SD, so the knowledge gradient keeps sending trials to the box's
+    edges (boundary over-exploration); with a handful of trials per slice that spends
+    them where the study's own hypothesis (an optimum inside the box) says the answer
+    is not. Reverting to the worst value keeps exploration where the data point (De Ath,
+    Fieldsend and Everson 2020, "What do you mean? The role of the mean function in
+    Bayesian optimisation": the worst-observed constant mean was the most robust choice).
+    """
+    return float(min(o.value for o in obs))
 
 
 def free_candidates(space: Sequence[ParamSpec], fixed: Mapping[str, Any] | None, *,

@@ -133,16 +133,43 @@ def design_points(space: Sequence[ParamSpec], n: int, *, seed: int) -> list[dict
 
     Categoricals cycle through their choices so every choice is seen early.
     """
+    return _rows(space, _sobol(space, n, seed=seed), offset=0)
+
+
+def sliced_design_points(space: Sequence[ParamSpec], n: int, *, n_slices: int, index: int,
+                         seed: int) -> list[dict[str, Any]]:
+    """Slice ``index`` (of ``n_slices``) of one joint start-up design: ``n`` points each.
+
+    For a family of studies fitted by one shared surrogate (one slice per distribution):
+    the first ``n * n_slices`` points of a single scrambled Sobol sequence, point ``i``
+    dealt to slice ``i % n_slices``. Independent draws per slice fill the space once per
+    slice and overlap each other (three designs of three points leave the same corners
+    empty); the joint design fills it once for the whole family, which is what the shared
+    surface sees, and each slice, a stride of a low-discrepancy sequence, stays spread.
+    Deterministic in its arguments, so every process creating a slice's study agrees.
+    Categoricals cycle from a per-slice offset, so the slices start on different choices.
+    """
+    if not 0 <= index < n_slices:
+        raise ValueError(f"slice {index} is not in [0, {n_slices})")
+    units = _sobol(space, n * n_slices, seed=seed)[index::n_slices]
+    return _rows(space, units, offset=index)
+
+
+def _sobol(space: Sequence[ParamSpec], n: int, *, seed: int) -> np.ndarray:
+    """The first ``n`` points of a scrambled Sobol sequence over the range parameters."""
     from scipy.stats import qmc
 
+    d = sum(p.choices is None for p in space)
+    m = max(1, math.ceil(math.log2(max(n, 2))))
+    return qmc.Sobol(d=d, scramble=True, rng=seed).random_base2(m)[:n] if d else np.zeros((n, 0))
+
+
+def _rows(space: Sequence[ParamSpec], units: np.ndarray, *, offset: int) -> list[dict[str, Any]]:
     ranges = [p for p in space if p.choices is None]
     cats = [p for p in space if p.choices is not None]
-    m = max(1, math.ceil(math.log2(max(n, 2))))
-    units = (qmc.Sobol(d=len(ranges), scramble=True, rng=seed).random_base2(m)[:n]
-             if ranges else np.zeros((n, 0)))
     out: list[dict[str, Any]] = []
     for i, u in enumerate(units):
         row = {p.name: _from_unit(p, float(x)) for p, x in zip(ranges, u, strict=True)}
-        row.update({p.name: (p.choices or ())[i % len(p.choices or ())] for p in cats})
+        row.update({p.name: (p.choices or ())[(i + offset) % len(p.choices or ())] for p in cats})
         out.append(row)
     return out

@@ -49,7 +49,9 @@ class Surrogate:
     """A fitted GP over the encoded space; ``predict`` returns the latent mean and SD."""
 
     def __init__(self, space: Sequence[ParamSpec], observations: Sequence[Observation], *,
-                 seed: int = 0) -> None:
+                 seed: int = 0, prior_mean: float | None = None) -> None:
+        """``prior_mean``: the GP's constant prior mean (value units), where the surface
+        reverts away from the data; the observations' mean unless given."""
         from sklearn.gaussian_process import GaussianProcessRegressor
         from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
@@ -57,7 +59,7 @@ class Surrogate:
         X = space_mod.encode_many(self.space, [o.params for o in observations])
         y = np.array([o.value for o in observations], dtype=float)
         se_raw = np.array([o.stderr for o in observations], dtype=float)
-        self._mu = float(y.mean())
+        self._mu = float(y.mean()) if prior_mean is None else float(prior_mean)
         # Scale by the larger of the spread and the typical trial noise, and keep the signal
         # variance >= that: with few noisy trials the marginal likelihood otherwise
         # collapses to "flat + noise" and reports a falsely tiny posterior SD.

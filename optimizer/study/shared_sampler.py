@@ -44,4 +44,4 @@ class SharedSurrogateSampler(SurrogateSampler):
                                             trials=trials)
         return propose(shared.shared_space(self._cfg), family, seed=seed,
                        pending=[{**p, shared.H_NAME: h} for p in pending],
-                       fixed={shared.H_NAME: h})
+                       fixed={shared.H_NAME: h}, pessimistic=True)

@@ -151,13 +151,28 @@ def create_or_load(cfg: StudyConfig, dist: DistributionSpec, storage: RDBStorage
             study.set_user_attr("distribution", dist.label)
             for params in cfg.initial_points:
                 study.enqueue_trial(dict(params), user_attrs={"design": True})
-            n_sobol = cfg.sampler.n_startup_trials - len(cfg.initial_points)
-            for params in space_mod.design_points(cfg.space, n_sobol, seed=cfg.seed + index):
+            for params in startup_design(cfg, index):
                 study.enqueue_trial(params, user_attrs={"design": True})
             return study
     study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
     _check_fingerprint(study, cfg, dist)
     return study
+
+
+def startup_design(cfg: StudyConfig, index: int) -> list[dict[str, Any]]:
+    """The Sobol part of distribution ``index``'s start-up design (after ``initial_points``).
+
+    Independent surrogates: its own scrambled Sobol design (seed ``cfg.seed + index``).
+    A shared surrogate fits one surface to the whole family, so the family gets one
+    joint design, dealt to the distributions (``space.sliced_design_points``): together
+    their start-up points fill the space instead of overlapping. Both depend on the
+    study file alone, so every runner creating the study enqueues the same points.
+    """
+    n_sobol = cfg.sampler.n_startup_trials - len(cfg.initial_points)
+    if cfg.sampler.surrogate == "shared":
+        return space_mod.sliced_design_points(cfg.space, n_sobol, seed=cfg.seed, index=index,
+                                              n_slices=len(cfg.distributions))
+    return space_mod.design_points(cfg.space, n_sobol, seed=cfg.seed + index)
 
 
 def existing_studies(cfg: StudyConfig, storage: RDBStorage) -> list[DistributionSpec]:

@@ -75,7 +75,8 @@ def score(cfg: StudyConfig, label: str) -> dict[str, Any]:
     p_hat = float(st.answer.predicted.params["participation"])
     s_true, p_true = truth(cfg, label)
     err = abs(math.log(s_hat / s_true))
-    return {"label": label, "log_s_err": err, "s_ok": err <= S_BOUND,
+    return {"label": label, "log_s_err": err, "s_ok": err <= S_BOUND, "s_hat": s_hat,
+            "p_hat": p_hat, "s_true": s_true, "p_true": p_true,
             "ok": err <= S_BOUND and abs(p_hat - p_true) <= P_BOUND,
             "trials": st.answer.n_complete, "predicted": st.predicted}
 
@@ -95,8 +96,9 @@ def one_seed(args: tuple[str, int, argparse.Namespace]) -> dict[str, list[dict[s
         budget = min(budget + opts.turn, opts.shared_trials)
         run_study(shared, [SyntheticBackend()], resume=True, n_trials=budget)
     labels = [d.label for d in indep.distributions]
-    return {"independent": [score(indep, label) for label in [*labels, HELD_OUT]],
-            "shared": [score(shared, label) for label in [*labels, HELD_OUT]]}
+    return {"independent": [{**score(indep, label), "seed": seed}
+                            for label in [*labels, HELD_OUT]],
+            "shared": [{**score(shared, label), "seed": seed} for label in [*labels, HELD_OUT]]}
 
 
 def summary(name: str, rows: list[dict[str, Any]], n_seeds: int) -> None:
@@ -114,6 +116,10 @@ def summary(name: str, rows: list[dict[str, Any]], n_seeds: int) -> None:
     print(f"  held-out {HELD_OUT} (never run), s* within x/÷1.5: "
           f"{sum(r['s_ok'] for r in held)}/{len(held)} seeds, median |ln s err| "
           f"{median(r['log_s_err'] for r in held):.3f}")
+    for r in rows:  # what a miss looks like: the estimate against the truth
+        if not (r["s_ok"] if r["predicted"] else r["ok"]):
+            print(f"    miss: seed {r['seed']} {r['label']}: s_hat {r['s_hat']:.3f} (s* "
+                  f"{r['s_true']:.3f}), p_hat {r['p_hat']:.3f} (p* {r['p_true']:.3f})")
 
 
 def main() -> None:

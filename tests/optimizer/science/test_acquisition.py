@@ -161,3 +161,28 @@ def test_knowledge_gradient_is_positive_and_smallest_where_the_model_is_sure() -
     kg = knowledge_gradient(surrogate, Xc, Xc[:-1], 0.03 ** 2)
     assert np.all(kg >= -1e-12) and kg.max() > 0.0
     assert kg[-1] < np.quantile(kg[:-1], 0.1)
+
+
+def test_a_given_prior_mean_is_where_the_surface_reverts_far_from_the_data() -> None:
+    rng = np.random.default_rng(4)
+    rows = [{"scaling_factor": s, "participation": p} for s in (0.8, 1.0, 1.25)
+            for p in (0.45, 0.55)]
+    obs = [Observation(number=i, params=r, value=0.3 + 0.02 * float(rng.normal()), stderr=0.02)
+           for i, r in enumerate(rows)]
+    far = [{"scaling_factor": 4.0, "participation": 1.0}]
+    worst = min(o.value for o in obs)
+    average = float(np.mean([o.value for o in obs]))
+    assert Surrogate(SPACE, obs, prior_mean=worst).predict(far)[0][0] == \
+        pytest.approx(worst, abs=0.01)
+    assert Surrogate(SPACE, obs).predict(far)[0][0] == pytest.approx(average, abs=0.01)
+
+
+def test_pessimistic_proposals_stay_off_the_empty_corners() -> None:
+    corner = []
+    for seed in range(6):
+        obs, _ = _design(seed, n=6)
+        for pessimistic in (False, True):
+            u = space_mod.encode(SPACE, propose(SPACE, obs, seed=seed, pessimistic=pessimistic))
+            corner.append((pessimistic, bool(np.all((u < 1e-9) | (u > 1 - 1e-9)))))
+    assert sum(c for p, c in corner if p) <= sum(c for p, c in corner if not p)
+    assert sum(c for p, c in corner if p) <= 1

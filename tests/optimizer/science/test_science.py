@@ -55,6 +55,48 @@ def test_encode_decode_and_design() -> None:
     assert all(0.25 <= d["scaling_factor"] <= 4.0 for d in design)
 
 
+def _fill_distance(units: np.ndarray) -> float:
+    """The largest distance from a point of a 41 x 41 grid to the nearest design point."""
+    axis = np.linspace(0.0, 1.0, 41)
+    grid = np.stack(np.meshgrid(axis, axis), axis=-1).reshape(-1, 2)
+    return float(np.sqrt(((grid[:, None, :] - units[None]) ** 2).sum(-1)).min(axis=1).max())
+
+
+def _units(rows: list[dict[str, float]]) -> np.ndarray:
+    return space_mod.encode_many(SPACE, rows)
+
+
+def test_sliced_design_is_one_joint_design_dealt_to_the_slices() -> None:
+    slices = [space_mod.sliced_design_points(SPACE, 3, n_slices=3, index=i, seed=5)
+              for i in range(3)]
+    assert slices == [space_mod.sliced_design_points(SPACE, 3, n_slices=3, index=i, seed=5)
+                      for i in range(3)]  # every runner creating a study agrees
+    assert all(len(s) == 3 for s in slices)
+    joint = space_mod.design_points(SPACE, 9, seed=5)
+    assert [slices[i % 3][i // 3] for i in range(9)] == joint  # disjoint, together the joint
+    with pytest.raises(ValueError, match="slice 3"):
+        space_mod.sliced_design_points(SPACE, 3, n_slices=3, index=3, seed=5)
+
+
+def test_sliced_design_fills_the_space_better_than_draws_per_slice() -> None:
+    joint, apart = [], []
+    for seed in range(40):
+        rows = [space_mod.sliced_design_points(SPACE, 3, n_slices=3, index=i, seed=seed)
+                for i in range(3)]
+        joint.append(_fill_distance(_units([r for s in rows for r in s])))
+        own = [space_mod.design_points(SPACE, 3, seed=seed + i) for i in range(3)]
+        apart.append(_fill_distance(_units([r for s in own for r in s])))
+    assert np.mean(joint) < 0.93 * np.mean(apart)
+
+
+def test_sliced_design_starts_the_slices_on_different_choices() -> None:
+    space = (*SPACE, ParamSpec(name="model", choices=("a", "b", "c")))
+    firsts = [space_mod.sliced_design_points(space, 3, n_slices=3, index=i, seed=0)
+              for i in range(3)]
+    assert [s[0]["model"] for s in firsts] == ["a", "b", "c"]
+    assert all({r["model"] for r in s} == {"a", "b", "c"} for s in firsts)
+
+
 def _observations(seed: int, n: int, land: Landscape) -> list[Observation]:
     rng = np.random.default_rng(seed)
     obs = []

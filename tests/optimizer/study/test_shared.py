@@ -3,6 +3,7 @@ and answers for studied and never-run labels."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from optimizer.science import space as space_mod
 from optimizer.science.acquisition import propose
 from optimizer.science.answer import Observation, compute_answer
 from optimizer.science.space import ParamSpec
 from optimizer.science.synthetic import Landscape, optimum_at, simulate
+from optimizer.study import storage as store
 from optimizer.study.backends import SyntheticBackend
 from optimizer.study.heterogeneity import HETEROGENEITY_ATTR, synthetic_heterogeneity
 from optimizer.study.manager import completed_trials, distribution_status, run_study
@@ -96,6 +99,36 @@ def test_proposals_hold_the_fixed_coordinate() -> None:
     point = propose((*SPACE, H_PARAM), obs, fixed={"heterogeneity": 0.37}, seed=3)
     assert point["heterogeneity"] == 0.37
     assert 0.25 <= point["scaling_factor"] <= 4.0
+
+
+def _enqueued(cfg: StudyConfig) -> list[list[dict[str, Any]]]:
+    """Each distribution's enqueued start-up design, in order, as its study got it."""
+    storage = store.open_storage(cfg.storage_url)
+    studies = [store.create_or_load(cfg, d, storage, must_exist=False) for d in cfg.distributions]
+    return [[t.system_attrs["fixed_params"] for t in s.get_trials(deepcopy=False)]
+            for s in studies]
+
+
+def test_a_shared_family_starts_from_one_joint_design(tmp_path: Path) -> None:
+    cfg = _study(f"sqlite:///{tmp_path}/fam.db")
+    designs = _enqueued(cfg)
+    joint = space_mod.design_points(cfg.space, 6, seed=cfg.seed)  # dealt: iid 0, 2, 4 ...
+    assert designs == [joint[0::2], joint[1::2]]
+    again = _study(f"sqlite:///{tmp_path}/again.db")  # another runner, another database
+    assert _enqueued(again) == designs
+
+
+def test_independent_studies_keep_their_own_designs(tmp_path: Path) -> None:
+    cfg = _study(f"sqlite:///{tmp_path}/fam.db", surrogate="independent")
+    assert _enqueued(cfg) == [space_mod.design_points(cfg.space, 3, seed=cfg.seed + i)
+                              for i in range(2)]
+
+
+def test_initial_points_come_first_in_a_shared_family(tmp_path: Path) -> None:
+    first = {"scaling_factor": 1.0, "participation": 0.5}
+    cfg = dataclasses.replace(_study(f"sqlite:///{tmp_path}/fam.db"), initial_points=(first,))
+    joint = space_mod.design_points(cfg.space, 4, seed=cfg.seed)  # 3 - 1 points per study
+    assert _enqueued(cfg) == [[first, *joint[0::2]], [first, *joint[1::2]]]
 
 
 def _h(params: dict[str, Any]) -> float:
