@@ -43,14 +43,16 @@ class _Rows:
     def live_rows(self) -> list[int]:
         return [i for i, alive in enumerate(self.live) if alive]
 
-    def _select_rows(self, keep: list[int]) -> None:
-        if keep != self.live_rows():  # pending logits are the live rows', so they stay valid
-            raise ValueError("select keeps exactly the live rows")
+    def _keep_live_rows(self) -> list[int]:
+        """Drop the finished rows' bookkeeping; returns the kept (live) rows' old indices.
+        Pending logits are the live rows' already, so they stay as they are."""
+        keep = self.live_rows()
         self.owner = [self.owner[i] for i in keep]
         self.streams = [self.streams[i] for i in keep]
         self.ids = [self.ids[i] for i in keep]
         self.texts = [self.texts[i] for i in keep]
         self.live = [True] * len(keep)
+        return keep
 
     def _append_rows(self, other: _Rows) -> None:
         if self.logits is None or other.logits is None:
@@ -80,10 +82,9 @@ class ReferenceBatch(_Rows):
     cache: Any
     mask: torch.Tensor
 
-    def select(self, keep: list[int]) -> None:
-        """Drop the finished rows (``keep`` = the live rows)."""
-        self._select_rows(keep)
-        idx = torch.tensor(keep)
+    def drop_finished(self) -> None:
+        """Compact the batch to its live rows."""
+        idx = torch.tensor(self._keep_live_rows())
         self.cache.batch_select_indices(idx)
         self.mask = self.mask[idx]
 
@@ -125,10 +126,9 @@ class PrefixBatch(_Rows):
     positions: torch.Tensor  # [B]: position of the token each row feeds next
     head: Callable[[torch.Tensor], torch.Tensor] | None  # decode steps' LM head (engine.py)
 
-    def select(self, keep: list[int]) -> None:
-        """Drop the finished rows (``keep`` = the live rows)."""
-        self._select_rows(keep)
-        idx = torch.tensor(keep)
+    def drop_finished(self) -> None:
+        """Compact the batch to its live rows."""
+        idx = torch.tensor(self._keep_live_rows())
         self.cache.select(idx)
         self.positions = self.positions[idx]
 

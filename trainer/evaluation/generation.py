@@ -61,7 +61,9 @@ class SamplingConfig:
 class GenerationStats:
     tokens: int  # generated tokens kept (up to and including the stopping token)
     seconds: float
-    forward_rows: int  # row-steps computed (tokens the model produced, wasted ones included)
+    # Row-steps run through the model's Linear layers: live rows only since finished rows
+    # skip them, so this now equals ``tokens``.
+    forward_rows: int
 
 
 @dataclass
@@ -98,7 +100,7 @@ class _Decoder:
                               engine=self.cfg.engine, seed=self.cfg.seed, head=self.head)
         if batch is None:
             return fresh
-        batch.select([i for i, alive in enumerate(batch.live) if alive])
+        batch.drop_finished()
         batch.absorb(fresh)
         return batch
 
@@ -136,21 +138,19 @@ class _Decoder:
             batch.logits = None
             self.forward_rows += len(rows)
             self._consume(batch, rows, sampled.tolist())
-            alive = [j for j, i in enumerate(rows) if batch.live[i]]
+            alive = [j for j, i in enumerate(rows) if batch.live[i]]  # among the sampled rows
             if not alive:
                 batch = None
                 continue
-            keep = torch.tensor(alive) if len(alive) < len(rows) else None
-            tokens = sampled if keep is None else sampled[keep]
-            live = None
-            if len(alive) < len(batch.live):
-                live_rows = [rows[j] for j in alive]
-                # Finished rows skip the Linear layers but still cost attention and cache
-                # memory; compacting copies every layer's cache, so it waits for half.
-                if len(batch.live) - len(alive) >= max(1, len(batch.live) // 2):
-                    batch.select(live_rows)
-                else:
-                    live = torch.tensor(live_rows)
+            tokens = sampled if len(alive) == len(rows) else sampled[torch.tensor(alive)]
+            live = None  # all rows
+            finished = len(batch.live) - len(alive)
+            # Finished rows skip the Linear layers but still cost attention and cache
+            # memory; compacting copies every layer's cache, so it waits for half.
+            if finished >= max(1, len(batch.live) // 2):
+                batch.drop_finished()
+            elif finished:
+                live = torch.tensor([rows[j] for j in alive])
             with torch.inference_mode():
                 batch.advance(self.model, tokens, live)
 
