@@ -72,16 +72,16 @@ DRAWS = "per-sample streams (seed, prompt, sample index); inverse-CDF nucleus"
 
 
 def engine_settings(engine: str) -> dict[str, str]:
-    """What the run record says about an engine's numerics."""
+    """What the run record says about an engine's numerics (every engine draws alike)."""
     if engine == "int8":
-        return {"linear": "fbgemm dynamic int8 (per-output-channel weight scales, per-step "
-                          "activation scales), adapter merged", "kv_cache": "shared prompt prefix, fp32",
-                "draws": DRAWS}
-    if engine == "fp32":
-        return {"linear": "fp32 (LM head of decode steps: oneDNN where available)",
-                "kv_cache": "shared prompt prefix, fp32", "draws": DRAWS}
-    return {"linear": "fp32 (PEFT adapter unmerged)", "kv_cache": "transformers DynamicCache",
-            "draws": DRAWS}
+        own = {"linear": "fbgemm dynamic int8 (per-output-channel weight scales, per-step "
+                         "activation scales), adapter merged", "kv_cache": "shared prompt prefix, fp32"}
+    elif engine == "fp32":
+        own = {"linear": "fp32 (LM head of decode steps: oneDNN where available)",
+               "kv_cache": "shared prompt prefix, fp32"}
+    else:
+        own = {"linear": "fp32 (PEFT adapter unmerged)", "kv_cache": "transformers DynamicCache"}
+    return own | {"draws": DRAWS}
 
 
 class _OneDnnHead:
@@ -102,10 +102,11 @@ def decode_head(model: Any, engine: str) -> Callable[[torch.Tensor], torch.Tenso
     with oneDNN), or None for the model's own head (other engines, other devices)."""
     import torch
 
+    from trainer.evaluation.prefixcache import causal_lm
+
     if engine != "fp32" or not torch.backends.mkldnn.is_available():
         return None
-    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    head = getattr(lm, "lm_head", None)
+    head = getattr(causal_lm(model), "lm_head", None)
     if (not isinstance(head, torch.nn.Linear) or head.bias is not None
             or head.weight.device.type != "cpu" or head.weight.dtype != torch.float32):
         return None
