@@ -291,9 +291,12 @@ class StudyManager:
 
     def get(self, name: str, *, with_answer: bool = True) -> StudyStatus:
         cfg = self._config(name)
+        # Liveness before the storage: a study that ends while its trials are read must not
+        # read as finished with a trial still RUNNING (its last tell came after the read).
+        running = self._is_running(name)
         status = study_status(cfg, with_answer=with_answer)
-        return StudyStatus(name=status.name, storage=status.storage,
-                           running=self._is_running(name), distributions=status.distributions)
+        return StudyStatus(name=status.name, storage=status.storage, running=running,
+                           distributions=status.distributions)
 
     def best(self, name: str, distribution: str) -> DistributionStatus:
         """The answer for one distribution (observed best and predicted optimum); a label

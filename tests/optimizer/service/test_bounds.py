@@ -130,4 +130,5 @@ def test_item13_a_bounded_study_still_runs(server: OptimizerServer) -> None:
     with OptimizerClient(server.address) as client:
         client.start_study(study_toml=study_toml("fine", trainer="timeout_s = 604800"))
         # The limits leave an ordinary study alone.
-        assert client.wait("fine", timeout=30).distributions[0].complete == 2
+        reply = client.wait("fine", timeout=30)
+        assert reply.error == "" and reply.distributions[0].complete == 2, reply

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from optuna.trial import TrialState
 
 from optimizer.study.backends import InProcessBackend, SyntheticBackend
@@ -56,3 +57,32 @@ def test_manager_start_stop_get_best(tmp_path: Path) -> None:
     assert best.answer.n_complete == best.states["COMPLETE"] >= 3
     assert manager.error("t") is None
     assert all(t.state == TrialState.COMPLETE for t in completed_trials(cfg, "iid"))
+
+
+def test_a_study_that_ends_while_its_status_is_read_still_reads_as_running(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A status read from the storage, after which the study ends, must not come back as
+    "finished" with a trial RUNNING (clients stop polling on running == False)."""
+    import optimizer.study.manager as manager_mod
+
+    cfg = small_study(storage=f"sqlite:///{tmp_path}/race.db", n_trials=2, startup=2)
+    manager = StudyManager(backend_factory=lambda c: [SyntheticBackend(delay_s=0.1)])
+    real_status = manager_mod.study_status
+    seen_running = threading.Event()
+
+    def read_then_let_the_study_end(c: object, **kw: object) -> object:
+        status = real_status(c, **kw)  # type: ignore[arg-type]
+        if status.distributions[0].states.get("RUNNING"):
+            seen_running.set()
+            manager._threads["t"].join(timeout=60)  # the study ends after the read
+        return status
+
+    monkeypatch.setattr(manager_mod, "study_status", read_then_let_the_study_end)
+    manager.start(cfg)
+    while True:
+        status = manager.get("t", with_answer=False)
+        if not status.running:
+            break
+        time.sleep(0.05)
+    assert seen_running.is_set()
+    assert status.distributions[0].states == {"COMPLETE": 2}
