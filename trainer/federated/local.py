@@ -167,10 +167,13 @@ def batch_loss(model: Any, batch: Batch) -> torch.Tensor:
 
     if not isinstance(batch, PackedBatch):
         return model(**batch).loss
+    from trainer.federated.packedattn import packed_attention_on
+
     # use_cache=False: with a cache, transformers does not read position_ids as packing
     # and every token would attend to the examples before it in the row.
-    logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids,
-                   logits_to_keep=batch.keep, use_cache=False).logits[0]
+    with packed_attention_on(model):  # per-example causal attention, no masked blocks
+        logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids,
+                       logits_to_keep=batch.keep, use_cache=False).logits[0]
     return F.cross_entropy(logits.float(), batch.targets)
 
 
