@@ -16,7 +16,9 @@ alternates between repeats and each side keeps its best run, because the
 machine may be shared. Also printed: the train-loss agreement of the two
 loops; a paired measurement in a plain torch loop, padded and packed
 alternating step by step on the same batches, whose per-step ratio is the
-least disturbed by other processes; the cost of partitioning with and without
+least disturbed by other processes (a third side there, ``packed-masked``, is a
+packed row through transformers' block-diagonal masked SDPA instead of
+per-example attention, :mod:`trainer.federated.packedattn`); the cost of partitioning with and without
 the content cache; and (``--overhead``) federation's overhead over a plain
 torch loop on the same packed batches.
 
@@ -30,12 +32,16 @@ import argparse
 import os
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import torch
 
 from trainer.contract import TrialSpec
+from trainer.federated import packedattn
 from trainer.federated.cache import DiskCache, cached_partition
 from trainer.federated.corpus import example_text, load_corpus, select_examples
 from trainer.federated.local import batch_loss, make_batch, tokenize_examples
@@ -62,6 +68,17 @@ def _federated(loaded: LoadedModel, spec: TrialSpec, examples: Any, batching: st
     return run.timings["train_s"], run.tokens, run.batches, [e.train_loss for e in run.events]
 
 
+@contextmanager
+def _masked_attention() -> Iterator[None]:
+    """Packed rows through transformers' block-diagonal masked SDPA (before sdpa_packed)."""
+    @contextmanager
+    def unchanged(model: Any) -> Iterator[None]:
+        yield
+
+    with patch.object(packedattn, "packed_attention_on", unchanged):
+        yield
+
+
 def _plain_steps(loaded: LoadedModel, spec: TrialSpec, train: list[Any],
                  batches: list[list[int]], sides: tuple[str, ...]) -> dict[str, list[float]]:
     """Seconds of each recorded step per side in a plain torch loop (no adapter exchange,
@@ -76,8 +93,10 @@ def _plain_steps(loaded: LoadedModel, spec: TrialSpec, train: list[Any],
         for step, idx in enumerate(batches):
             for side in sides if step % 2 == 0 else sides[::-1]:
                 start = time.perf_counter()
-                batch = make_batch([train[i] for i in idx], batching=side, pad_id=pad)
-                loss = batch_loss(model, batch)
+                batching, _, variant = side.partition("-")
+                batch = make_batch([train[i] for i in idx], batching=batching, pad_id=pad)
+                with _masked_attention() if variant == "masked" else nullcontext():
+                    loss = batch_loss(model, batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -124,6 +143,12 @@ def _measure(loaded: LoadedModel, spec: TrialSpec, examples: Any, repeats: int,
     return seconds, reference[0], reference[1], losses
 
 
+def _ratios(baseline: list[float], new: list[float]) -> str:
+    ratios = sorted(a / b for a, b in zip(baseline, new, strict=True))
+    return (f"median {ratios[len(ratios) // 2]:.2f}x [min {ratios[0]:.2f}, "
+            f"max {ratios[-1]:.2f}]")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny-random", choices=["tiny-random", "smollm2-135m"])
@@ -154,12 +179,14 @@ def main() -> None:
     print(f"speed-up         : {old / new:.2f}x training tokens/s (goal >= 1.3x); "
           f"round train losses agree to {drift:.1e} relative")
     train = [t for t in tokenize_examples(examples, loaded.tokenizer, spec.seq_len) if t]
-    paired = _plain_steps(loaded, spec, train, batches, ("padded", "packed"))
-    ratios = sorted(a / b for a, b in zip(paired["padded"], paired["packed"]))
+    paired = _plain_steps(loaded, spec, train, batches, ("padded", "packed", "packed-masked"))
     print(f"paired steps     : padded {tokens / sum(paired['padded']):.1f} tok/s, packed "
-          f"{tokens / sum(paired['packed']):.1f} tok/s; per-step ratio median "
-          f"{ratios[len(ratios) // 2]:.2f}x [min {ratios[0]:.2f}, max {ratios[-1]:.2f}] "
+          f"{tokens / sum(paired['packed']):.1f} tok/s; per-step ratio "
+          f"{_ratios(paired['padded'], paired['packed'])} "
           "(plain loop, sides alternating step by step)")
+    print(f"attention        : packed rows with per-example attention against the masked row "
+          f"({tokens / sum(paired['packed-masked']):.1f} tok/s): per-step ratio "
+          f"{_ratios(paired['packed-masked'], paired['packed'])}")
     if args.overhead:
         plain = sum(_plain_steps(loaded, spec, train, batches, ("packed",))["packed"])
         print(f"plain torch loop : {tokens / plain:9.1f} tok/s; federation overhead "
