@@ -24,7 +24,10 @@ def register_actions(sub: Any, *, common: Setup, load: Callable[[argparse.Namesp
         ("verify", ("re-run the predicted optimum and FedAvg (s = 1 at the same p) under fresh "
                    "seed pairs; store and print the paired lift with its 95% CI"), _verify),
         ("calibrate", ("replicates at s = 1 plus the corners of the space: replicate noise SD, "
-                      "effect range, their ratio (SNR) and what the stop rule will need"),
+                      "effect range, their ratio (SNR) and what the stop rule will need. "
+                      "Runs are stored in the study as they end (a rerun adds only missing "
+                      "replicates); a study not yet in the storage is created with its "
+                      "start-up design queued, so a later `study run` joins it"),
          _calibrate),
     ]
     for name, text, func in actions:
