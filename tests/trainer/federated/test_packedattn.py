@@ -4,6 +4,7 @@ model's attention setting as it found it."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -37,17 +38,23 @@ def test_segment_bounds_finds_each_example_of_one_packed_row() -> None:
     assert packedattn.segment_bounds(None, 76) is None
 
 
-def _logits(model: Any, implementation: str) -> torch.Tensor:
-    batch = pack(EXAMPLES)
+@contextmanager
+def _using(model: Any, implementation: str) -> Iterator[None]:
+    """Run ``model`` with the attention ``implementation``, then restore its own."""
     packedattn.register()
     before = model.config._attn_implementation
     model.config._attn_implementation = implementation
     try:
-        with torch.no_grad():
-            return model(input_ids=batch.input_ids, position_ids=batch.position_ids,
-                         use_cache=False).logits[0]
+        yield
     finally:
         model.config._attn_implementation = before
+
+
+def _logits(model: Any, implementation: str) -> torch.Tensor:
+    batch = pack(EXAMPLES)
+    with _using(model, implementation), torch.no_grad():
+        return model(input_ids=batch.input_ids, position_ids=batch.position_ids,
+                     use_cache=False).logits[0]
 
 
 def test_packed_attention_equals_the_block_diagonal_masked_sdpa(model: Any) -> None:
@@ -62,20 +69,19 @@ def test_packed_attention_equals_the_block_diagonal_masked_sdpa(model: Any) -> N
 
 def test_gradients_match_the_masked_path(model: Any) -> None:
     grads = {}
+    batch = pack(EXAMPLES)
+    emb = model.get_input_embeddings().weight
     for implementation in ("sdpa", packedattn.NAME):
-        packedattn.register()
-        model.config._attn_implementation = implementation
         model.zero_grad(set_to_none=True)
-        emb = model.get_input_embeddings().weight
         emb.requires_grad_(True)
         try:
-            logits = model(input_ids=pack(EXAMPLES).input_ids,
-                           position_ids=pack(EXAMPLES).position_ids, use_cache=False).logits
+            with _using(model, implementation):
+                logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids,
+                               use_cache=False).logits
             logits.float().square().mean().backward()
             grads[implementation] = emb.grad.clone()
         finally:
             emb.requires_grad_(False)
-            model.config._attn_implementation = "sdpa"
             model.zero_grad(set_to_none=True)
     torch.testing.assert_close(grads[packedattn.NAME], grads["sdpa"], rtol=1e-4, atol=1e-7)
 
