@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, cast
 
+from trainer.devices import check_device, check_dtype
 from trainer.errors import ConfigError
 from trainer.evaluation.engine import DEFAULT_ENGINE, check_engine
 from trainer.helptext import meta
@@ -66,6 +67,12 @@ class TrialSpec:
     engine: str = field(default=DEFAULT_ENGINE, metadata=meta(
         "sampling engine: fp32 (shared-prefix KV cache; the reference numerics), int8 "
         "(int8 GEMMs; fails pass@10 parity, for measurement only) or reference (the previous path)"))
+    dtype: str = field(default="auto", metadata=meta(
+        "precision of the base weights in training and sampling: float32, bfloat16, or auto "
+        "(bfloat16 on CUDA and on CPUs with AMX-BF16 or AVX512-BF16, else float32); the adapter, "
+        "its optimizer state and the loss stay float32"))
+    device: str = field(default="auto", metadata=meta(
+        "where the trial runs: cpu, cuda, cuda:N, or auto (the first CUDA device, else the CPU)"))
 
     def __post_init__(self) -> None:
         validate_spec(self)
@@ -115,7 +122,7 @@ MAX_BATCH_TOKENS = 65_536
 # Longest accepted string per field; checked first, so an error never echoes a huge value.
 STR_LIMITS: Mapping[str, int] = {
     "model": 1_024, "distribution": 32, "budget_mode": 32, "lora_targets": 512,
-    "corpus": 4_096, "problems": 4_096, "engine": 32,
+    "corpus": 4_096, "problems": 4_096, "engine": 32, "dtype": 16, "device": 16,
 }
 # Finite ranges of float fields, (low, low inclusive, high): outside them the
 # arithmetic overflows (temperature=1e-300 makes the logits infinite).
@@ -177,6 +184,8 @@ def validate_spec(spec: TrialSpec) -> None:
             "distribution", f"unknown value {spec.distribution!r}", accepted=", ".join(DISTRIBUTIONS)
         )
     check_engine(spec.engine)
+    check_dtype(spec.dtype)
+    check_device(spec.device)
     if spec.budget_mode not in BUDGET_MODES:
         raise ConfigError("budget_mode", f"unknown value {spec.budget_mode!r}",
                           accepted=", ".join(BUDGET_MODES))

@@ -176,5 +176,5 @@ def info_from_proto(msg: trainer_pb2.WorkerInfo) -> WorkerInfo:
     values: dict[str, Any] = {}
     for f in dataclasses.fields(WorkerInfo):
         value = getattr(msg, f.name)
-        values[f.name] = tuple(value) if f.name in ("allowed_models", "running_trials") else value
+        values[f.name] = tuple(value) if f.name in ("allowed_models", "running_trials", "devices") else value
     return WorkerInfo(**values)

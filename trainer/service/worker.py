@@ -107,6 +107,8 @@ class WorkerInfo:
     allowed_models: tuple[str, ...]
     running_trials: tuple[str, ...]
     draining: bool
+    devices: tuple[str, ...] = ("cpu",)
+    auto_dtype: str = "float32"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TrialSpec(_message.Message):
-    __slots__ = ("model", "distribution", "alpha", "clients", "participation", "scaling_factor", "budget_mode", "rounds", "client_steps", "local_steps", "batch_size", "learning_rate", "seq_len", "lora_rank", "lora_alpha", "lora_targets", "fedprox_mu", "corpus", "max_examples", "problems", "samples", "k", "temperature", "top_p", "max_new_tokens", "seed", "partition_seed", "eval_seed", "engine")
+    __slots__ = ("model", "distribution", "alpha", "clients", "participation", "scaling_factor", "budget_mode", "rounds", "client_steps", "local_steps", "batch_size", "learning_rate", "seq_len", "lora_rank", "lora_alpha", "lora_targets", "fedprox_mu", "corpus", "max_examples", "problems", "samples", "k", "temperature", "top_p", "max_new_tokens", "seed", "partition_seed", "eval_seed", "engine", "dtype", "device")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DISTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     ALPHA_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,8 @@ class TrialSpec(_message.Message):
     PARTITION_SEED_FIELD_NUMBER: _ClassVar[int]
     EVAL_SEED_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
     model: str
     distribution: str
     alpha: float
@@ -66,7 +68,9 @@ class TrialSpec(_message.Message):
     partition_seed: int
     eval_seed: int
     engine: str
-    def __init__(self, model: _Optional[str] = ..., distribution: _Optional[str] = ..., alpha: _Optional[float] = ..., clients: _Optional[int] = ..., participation: _Optional[float] = ..., scaling_factor: _Optional[float] = ..., budget_mode: _Optional[str] = ..., rounds: _Optional[int] = ..., client_steps: _Optional[int] = ..., local_steps: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., seq_len: _Optional[int] = ..., lora_rank: _Optional[int] = ..., lora_alpha: _Optional[int] = ..., lora_targets: _Optional[str] = ..., fedprox_mu: _Optional[float] = ..., corpus: _Optional[str] = ..., max_examples: _Optional[int] = ..., problems: _Optional[str] = ..., samples: _Optional[int] = ..., k: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_new_tokens: _Optional[int] = ..., seed: _Optional[int] = ..., partition_seed: _Optional[int] = ..., eval_seed: _Optional[int] = ..., engine: _Optional[str] = ...) -> None: ...
+    dtype: str
+    device: str
+    def __init__(self, model: _Optional[str] = ..., distribution: _Optional[str] = ..., alpha: _Optional[float] = ..., clients: _Optional[int] = ..., participation: _Optional[float] = ..., scaling_factor: _Optional[float] = ..., budget_mode: _Optional[str] = ..., rounds: _Optional[int] = ..., client_steps: _Optional[int] = ..., local_steps: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., seq_len: _Optional[int] = ..., lora_rank: _Optional[int] = ..., lora_alpha: _Optional[int] = ..., lora_targets: _Optional[str] = ..., fedprox_mu: _Optional[float] = ..., corpus: _Optional[str] = ..., max_examples: _Optional[int] = ..., problems: _Optional[str] = ..., samples: _Optional[int] = ..., k: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_new_tokens: _Optional[int] = ..., seed: _Optional[int] = ..., partition_seed: _Optional[int] = ..., eval_seed: _Optional[int] = ..., engine: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
 
 class TrialResult(_message.Message):
     __slots__ = ("pass_at_1", "pass_at_k", "k", "stderr", "stderr_at_1", "n", "problems", "correct", "timings", "record_json")

@@ -84,7 +84,7 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class WorkerInfo(_message.Message):
-    __slots__ = ("version", "worker", "model", "default_problems", "budget_profile", "capacity", "busy", "idle", "min_scaling_factor", "max_scaling_factor", "allowed_models", "running_trials", "draining")
+    __slots__ = ("version", "worker", "model", "default_problems", "budget_profile", "capacity", "busy", "idle", "min_scaling_factor", "max_scaling_factor", "allowed_models", "running_trials", "draining", "devices", "auto_dtype")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     WORKER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -98,6 +98,8 @@ class WorkerInfo(_message.Message):
     ALLOWED_MODELS_FIELD_NUMBER: _ClassVar[int]
     RUNNING_TRIALS_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    AUTO_DTYPE_FIELD_NUMBER: _ClassVar[int]
     version: str
     worker: str
     model: str
@@ -111,4 +113,6 @@ class WorkerInfo(_message.Message):
     allowed_models: _containers.RepeatedScalarFieldContainer[str]
     running_trials: _containers.RepeatedScalarFieldContainer[str]
     draining: bool
-    def __init__(self, version: _Optional[str] = ..., worker: _Optional[str] = ..., model: _Optional[str] = ..., default_problems: _Optional[str] = ..., budget_profile: _Optional[str] = ..., capacity: _Optional[int] = ..., busy: _Optional[int] = ..., idle: _Optional[int] = ..., min_scaling_factor: _Optional[float] = ..., max_scaling_factor: _Optional[float] = ..., allowed_models: _Optional[_Iterable[str]] = ..., running_trials: _Optional[_Iterable[str]] = ..., draining: _Optional[bool] = ...) -> None: ...
+    devices: _containers.RepeatedScalarFieldContainer[str]
+    auto_dtype: str
+    def __init__(self, version: _Optional[str] = ..., worker: _Optional[str] = ..., model: _Optional[str] = ..., default_problems: _Optional[str] = ..., budget_profile: _Optional[str] = ..., capacity: _Optional[int] = ..., busy: _Optional[int] = ..., idle: _Optional[int] = ..., min_scaling_factor: _Optional[float] = ..., max_scaling_factor: _Optional[float] = ..., allowed_models: _Optional[_Iterable[str]] = ..., running_trials: _Optional[_Iterable[str]] = ..., draining: _Optional[bool] = ..., devices: _Optional[_Iterable[str]] = ..., auto_dtype: _Optional[str] = ...) -> None: ...
