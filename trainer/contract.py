@@ -65,8 +65,9 @@ class TrialSpec:
     partition_seed: int = field(default=0, metadata=meta("seed for the data partition"))
     eval_seed: int = field(default=0, metadata=meta("seed for evaluation sampling"))
     engine: str = field(default=DEFAULT_ENGINE, metadata=meta(
-        "sampling engine: fp32 (shared-prefix KV cache; the reference numerics), int8 "
-        "(int8 GEMMs; fails pass@10 parity, for measurement only) or reference (the previous path)"))
+        "sampling engine: prefix (shared-prefix KV cache, in the trial's dtype; fp32 is its "
+        "former name), int8 (int8 GEMMs; fails pass@10 parity, for measurement only) or "
+        "reference (transformers' DynamicCache, the slow baseline)"))
     dtype: str = field(default="auto", metadata=meta(
         "precision of the base weights in training and sampling: float32, bfloat16, or auto "
         "(bfloat16 on CUDA and on CPUs with AMX-BF16 or AVX512-BF16, else float32); the adapter, "

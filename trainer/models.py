@@ -204,18 +204,24 @@ def model_key(name: str) -> str:
 
 
 def load_model(name: str = DEFAULT_MODEL, *, dtype: str = "float32", device: str = "cpu") -> LoadedModel:
-    """Load a causal LM and its tokenizer by preset name, directory or hub id."""
+    """Load a causal LM and its tokenizer by preset name, directory or hub id.
+
+    ``dtype`` and ``device`` are concrete (``float32``/``bfloat16``, ``cpu``/``cuda:N``;
+    :func:`trainer.devices.resolve` turns ``auto`` into these). The weights are
+    cast once here, so no step re-casts frozen weights (as autocast would).
+    """
+    from trainer.devices import torch_dtype
+
     if name in PRESETS:
         _offline_env()
     start = time.perf_counter()
     source = resolve_model(name)
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer: Any = AutoTokenizer.from_pretrained(source)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype))
+    model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(dtype))
     model.to(device)
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, source=source,

@@ -22,7 +22,7 @@ DEFAULT_MAX_IDLE = 2
 class ModelPool:
     """Idle loaded models by key; a model is lent to one trial at a time."""
 
-    def __init__(self, *, loader: Callable[[str], LoadedModel] = load_model,
+    def __init__(self, *, loader: Callable[..., LoadedModel] = load_model,
                  max_idle: int = DEFAULT_MAX_IDLE) -> None:
         if max_idle < 0:
             raise ValueError(f"max_idle must be >= 0, got {max_idle}")
@@ -54,13 +54,23 @@ class ModelPool:
             gc.collect()  # free the dropped weights now, not at some later collection
 
     @contextlib.contextmanager
-    def borrow(self, name: str) -> Iterator[LoadedModel]:
+    def borrow(self, name: str, *, dtype: str | None = None,
+               device: str | None = None) -> Iterator[LoadedModel]:
         """A loaded ``name`` for one trial; it goes back to the pool if the trial left
-        it without an adapter (also after a failed or cancelled trial)."""
-        key = model_key(name)
+        it without an adapter (also after a failed or cancelled trial).
+
+        With ``dtype`` and ``device`` (resolved, see :mod:`trainer.devices`) the copy is
+        kept per placement: a bf16 copy on ``cuda:1`` is another model than fp32 on the CPU.
+        """
+        path = model_key(name)
+        placed = dtype is not None or device is not None
+        key = f"{path} [{dtype or 'float32'} on {device or 'cpu'}]" if placed else path
         loaded = self._take(key)
         if loaded is None:
-            loaded = self._loader(key)
+            if placed:
+                loaded = self._loader(path, dtype=dtype or "float32", device=device or "cpu")
+            else:
+                loaded = self._loader(path)
             with self._lock:
                 self.loads += 1
         try:

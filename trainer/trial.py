@@ -31,13 +31,16 @@ def eval_config(spec: TrialSpec) -> EvalConfig:
 def run_trial(spec: TrialSpec, *, on_event: Callable[[TrialEvent], None] | None = None,
               cancel: threading.Event | None = None, progress: bool | None = None) -> TrialResult:
     """Train federated as ``spec`` says, evaluate, and return pass@1 / pass@k with the run record."""
+    from trainer.devices import resolve
     from trainer.federated.rounds import train_federated
     from trainer.threads import configure_threads
 
     started = time.perf_counter()
     configure_threads()  # before the first torch op of the trial (training and sampling)
     config = eval_config(spec)  # validate before spending minutes on training
-    with MODEL_POOL.borrow(spec.model) as loaded:
+    placement = resolve(device=spec.device, dtype=spec.dtype)  # once, named in the record
+    with MODEL_POOL.borrow(spec.model, dtype=placement.dtype,
+                           device=placement.device) as loaded:
         load_s = time.perf_counter() - started
         if cancel is not None and cancel.is_set():
             raise TrialCancelledError("cancelled while loading the model")
@@ -65,6 +68,7 @@ def run_trial(spec: TrialSpec, *, on_event: Callable[[TrialEvent], None] | None 
                "total_s": time.perf_counter() - started}
     record: dict[str, Any] = {
         "params": spec.to_dict(),
+        "placement": placement.to_record(),
         "pass@1": report.pass_at["pass@1"], k_key: report.pass_at[k_key],
         "stderr": {key: report.stderr[key] for key in report.pass_at},
         "training": run.to_record(),

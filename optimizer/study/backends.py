@@ -177,6 +177,12 @@ class InProcessBackend:
         result = self._fn(spec, on_event=on_event, cancel=cancel)
         return _result_of(result)
 
+    def auto_dtype(self) -> str | None:
+        """What ``dtype = "auto"`` resolves to here (this process runs the trials)."""
+        from trainer.devices import resolve
+
+        return resolve(device="auto", dtype="auto").dtype
+
 
 # gRPC's own reconnect backoff grows to 120 s: after a long outage, calls would fail fast
 # for up to two minutes after the worker is back. Keep it near the runner's probe backoff.
@@ -240,6 +246,13 @@ class GrpcBackend:
         if info.busy >= info.capacity:
             return f"busy ({info.busy} of {info.capacity} trials)"
         return None
+
+    def auto_dtype(self) -> str | None:
+        """What ``dtype = "auto"`` resolves to on the worker (None if it cannot be asked)."""
+        try:
+            return self._client.get_info().auto_dtype or None
+        except Exception:  # noqa: BLE001 - the trial itself will report an unreachable worker
+            return None
 
     def run(self, params: Mapping[str, Any], *, on_round: RoundCallback | None = None,
             cancel: threading.Event | None = None) -> BackendResult:

@@ -41,7 +41,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from optimizer.science.space import to_distributions
-from optimizer.study import budget, spool
+from optimizer.study import budget, precision, spool
 from optimizer.study import lease as lease_mod
 from optimizer.study.backends import BackendResult, TrialBackend, TrialNotStartedError
 from optimizer.study.faults import OutageWait, StorageError, is_storage_error, storage_error
@@ -263,8 +263,10 @@ class StudyRunner:
         error: BaseException | None = None
         timer.start()
         try:
+            precision.check_before(self.study, params, backend)  # no study mixes dtypes
             result = backend.run(params, on_round=lambda r, v: self._report(trial, r, v),
                                  cancel=cancel)
+            precision.pin_after(self.study, result.record, backend)
         except Exception as exc:  # noqa: BLE001 - any trainer failure fails (and retries) the trial
             error = exc
         finally:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from trainer.devices import DTYPES
 from trainer.errors import ConfigError
 from trainer.evaluation.engine import DEFAULT_BATCH_ROWS, DEFAULT_ENGINE, ENGINES
 
@@ -46,6 +47,11 @@ def register(subparsers: Any) -> None:
                         "changes speed and memory, not the samples")
     p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE,
                    help="sampling engine (default %(default)s; reference = the previous path)")
+    p.add_argument("--dtype", choices=DTYPES, default="auto",
+                   help="weights' precision (default auto: bfloat16 on CUDA and on CPUs with "
+                        "AMX-BF16 or AVX512-BF16, else float32)")
+    p.add_argument("--device", default="auto",
+                   help="cpu, cuda, cuda:N or auto (default: the first GPU, else the CPU)")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per execution (default 3)")
     p.add_argument("--workers", type=int, default=2, help="parallel executions (default 2)")
     p.add_argument("--report", type=Path, help="write the JSON report here")
@@ -88,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if args.results:
         raise ConfigError("--results", "only applies to --samples FILE.jsonl",
                           accepted="--samples FILE.jsonl --results OUT.jsonl")
+    from trainer.devices import resolve
     from trainer.evaluation.evaluator import EvalConfig, evaluate_model
     from trainer.models import load_model
 
@@ -96,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
                         max_new_tokens=args.max_new_tokens, batch_rows=args.batch_rows,
                         engine=args.engine,
                         timeout=args.timeout, workers=args.workers)
-    loaded = load_model(args.model)
+    placement = resolve(device=args.device, dtype=args.dtype)
+    loaded = load_model(args.model, dtype=placement.dtype, device=placement.device)
     update, close = _progress()
     try:
         report = evaluate_model(loaded.model, loaded.tokenizer, config=config,
@@ -105,8 +113,10 @@ def run(args: argparse.Namespace) -> int:
         close()
     data = report.to_dict()
     data["timings"] = dict(report.timings) | {"load_s": loaded.load_seconds}
+    data["placement"] = placement.to_record()
     print(f"model {args.model}  problems {len(report.problems)}  n={report.n}  "
-          f"seed={args.seed}  T={args.temperature} top_p={args.top_p}")
+          f"seed={args.seed}  T={args.temperature} top_p={args.top_p}  "
+          f"{placement.dtype} on {placement.device}")
     for key, value in report.pass_at.items():
         print(f"{key:>8} = {value:.3f} ± {report.stderr[key]:.3f}")
     t = report.timings

@@ -25,6 +25,12 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--port", type=int, required=True, help="TCP port (0: pick a free one)")
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     serve.add_argument("--capacity", type=int, default=1, help="trials at once (default 1)")
+    serve.add_argument("--devices", type=_devices, default=(), metavar="LIST",
+                       help="serve one trial per device: CUDA indices or names, comma-separated "
+                            "(e.g. 0,1,2,3 or cuda:0,cpu); the capacity is their number, and a "
+                            "trial with device auto takes a free one. Default: no list, each "
+                            "trial runs where its device setting says (auto: the first GPU, "
+                            "else the CPU)")
     add_token_args(serve, TRAINER_TOKEN_ENV)
     serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain (enables TLS)")
     serve.add_argument("--tls-key", type=Path, help="PEM private key")
@@ -68,6 +74,20 @@ def _add_client_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls", action="store_true", help="TLS with the system root certificates")
 
 
+def _devices(text: str) -> tuple[str, ...]:
+    """``0,1`` -> ``("cuda:0", "cuda:1")``; names (cpu, cuda:N) pass through."""
+    out = []
+    for item in (part.strip() for part in text.split(",")):
+        name = f"cuda:{item}" if item.isdigit() else item
+        if name == "cuda":
+            name = "cuda:0"
+        if name not in ("cpu",) and not (name.startswith("cuda:") and name[5:].isdigit()):
+            raise argparse.ArgumentTypeError(
+                f"{item!r} is not a device: use CUDA indices (0,1) or cpu, cuda:N")
+        out.append(name)
+    return tuple(out)
+
+
 def _token(args: argparse.Namespace) -> str | None:
     return read_token(args, TRAINER_TOKEN_ENV)
 
@@ -82,8 +102,13 @@ def _serve(args: argparse.Namespace) -> int:
         allowed_models=tuple(args.allow_model), model_roots=tuple(args.model_root),
         allowed_corpora=tuple(args.allow_corpus), corpus_roots=tuple(args.corpus_root),
         default_model=args.model, default_problems=args.problems)
+    from trainer.devices import resolve_device
+
+    for device in args.devices:  # refuse at start a device this host does not have
+        resolve_device(device)
     config = ServerConfig(
-        host=args.host, port=args.port, capacity=args.capacity, token=_token(args),
+        host=args.host, port=args.port, capacity=args.capacity, devices=args.devices,
+        token=_token(args),
         tls_cert=args.tls_cert, tls_key=args.tls_key, policy=policy,
         budget_profile=args.budget_profile, worker_name=args.worker_name,
         grace_seconds=args.grace)

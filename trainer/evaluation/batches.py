@@ -25,6 +25,7 @@ from trainer.evaluation.prefixcache import (
     SharedPrefixCache,
     decode_step,
     left_padded_positions,
+    model_device,
     prefill,
 )
 
@@ -84,7 +85,7 @@ class ReferenceBatch(_Rows):
 
     def drop_finished(self) -> None:
         """Compact the batch to its live rows."""
-        idx = torch.tensor(self._keep_live_rows())
+        idx = torch.tensor(self._keep_live_rows(), device=self.mask.device)
         self.cache.batch_select_indices(idx)
         self.mask = self.mask[idx]
 
@@ -128,7 +129,7 @@ class PrefixBatch(_Rows):
 
     def drop_finished(self) -> None:
         """Compact the batch to its live rows."""
-        idx = torch.tensor(self._keep_live_rows())
+        idx = torch.tensor(self._keep_live_rows(), device=self.positions.device)
         self.cache.select(idx)
         self.positions = self.positions[idx]
 
@@ -156,10 +157,11 @@ def prefill_batch(model: Any, tokenizer: Any, prompts: Sequence[str], *, first: 
     """Run the prompts once (left-padded) and return their n rows each, ready to decode;
     each row's random stream comes from (``seed``, its prompt, its sample index)."""
     enc = tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left")
-    ids, mask = enc["input_ids"], enc["attention_mask"]
+    device = model_device(model)
+    ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
     with torch.inference_mode():
         if engine != "reference":
-            cache = SharedPrefixCache(num_layers=model.config.num_hidden_layers)
+            cache = SharedPrefixCache(num_layers=model.config.num_hidden_layers, device=device)
             logits = prefill(model, ids, mask, cache, n)
             return PrefixBatch(cache=cache, positions=mask.sum(-1).repeat_interleave(n), head=head,
                                **_fresh_rows(logits, first, prompts, n, seed))

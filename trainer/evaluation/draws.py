@@ -76,7 +76,8 @@ def sample_tokens(logits: torch.Tensor, u: torch.Tensor, *, temperature: float,
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     if top_p >= 1.0:
-        full = torch.full((probs.shape[0],), probs.shape[-1], dtype=torch.long)
+        full = torch.full((probs.shape[0],), probs.shape[-1], dtype=torch.long,
+                          device=probs.device)
         return _inverse_cdf(probs, u, full)
     k = min(_TOP_K, probs.shape[-1])
     top_probs, top_ids = probs.topk(k, dim=-1)

@@ -50,8 +50,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-ENGINES = ("int8", "fp32", "reference")
-DEFAULT_ENGINE = "fp32"
+ENGINES = ("prefix", "int8", "reference", "fp32")
+DEFAULT_ENGINE = "prefix"
+# ``fp32`` named the shared-prefix engine while every trial ran in float32; since the
+# trial's ``dtype`` sets the precision, it is that engine by its old name (stored
+# studies and scripts keep working). Which precision ran is in ``engine_settings``.
+PREFIX_ENGINES = ("prefix", "fp32")
 # Rows decoded together. Since each sample has its own random stream, this changes
 # speed only, not what is sampled. MKL's fp32 GEMMs on this model's shapes run at
 # ~65-95 GFLOP/s at 60-80 rows and ~85-130 at 160-240 (2 cores); the batch refills at
@@ -71,16 +75,21 @@ def check_engine(name: str) -> str:
 DRAWS = "per-sample streams (seed, prompt, sample index); inverse-CDF nucleus"
 
 
-def engine_settings(engine: str) -> dict[str, str]:
-    """What the run record says about an engine's numerics (every engine draws alike)."""
+def engine_settings(engine: str, dtype: str = "float32") -> dict[str, str]:
+    """What the run record says about an engine's numerics (every engine draws alike).
+
+    ``dtype`` is the model's weights' dtype (the trial's resolved ``dtype``)."""
     if engine == "int8":
         own = {"linear": "fbgemm dynamic int8 (per-output-channel weight scales, per-step "
                          "activation scales), adapter merged", "kv_cache": "shared prompt prefix, fp32"}
-    elif engine == "fp32":
-        own = {"linear": "fp32 (LM head of decode steps: oneDNN where available)",
-               "kv_cache": "shared prompt prefix, fp32"}
+    elif engine in PREFIX_ENGINES:
+        head = ("oneDNN fp32 where available" if dtype == "float32"
+                else f"{dtype}, float32 logits")
+        own = {"linear": f"{dtype} (LM head of decode steps: {head}; adapter unmerged, float32)",
+               "kv_cache": f"shared prompt prefix in {dtype}; suffix and merge float32"}
     else:
-        own = {"linear": "fp32 (PEFT adapter unmerged)", "kv_cache": "transformers DynamicCache"}
+        own = {"linear": f"{dtype} (PEFT adapter unmerged)",
+               "kv_cache": "transformers DynamicCache"}
     return own | {"draws": DRAWS}
 
 
@@ -104,7 +113,7 @@ def decode_head(model: Any, engine: str) -> Callable[[torch.Tensor], torch.Tenso
 
     from trainer.evaluation.prefixcache import causal_lm
 
-    if engine != "fp32" or not torch.backends.mkldnn.is_available():
+    if engine not in PREFIX_ENGINES or not torch.backends.mkldnn.is_available():
         return None
     head = getattr(causal_lm(model), "lm_head", None)
     if (not isinstance(head, torch.nn.Linear) or head.bias is not None

@@ -161,7 +161,10 @@ def evaluate_model(model: Any, tokenizer: Any, *, config: EvalConfig = EvalConfi
     means, errors = score(counts, config.n, config.ks)
     samples = tuple(SampleResult(task_id=p["task_id"], completion=c, passed=ok, result=r)
                     for p, c, (ok, r) in zip(flat_problems, completions, verdicts, strict=True))
-    cfg = asdict(config) | {"model": model_name, "engine_settings": engine_settings(config.engine)}
+    weights = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+    dtype = str(weights.dtype).removeprefix("torch.") if weights is not None else "float32"
+    cfg = asdict(config) | {"model": model_name,
+                            "engine_settings": engine_settings(config.engine, dtype)}
     return EvalReport(
         pass_at=means, stderr=errors, problems=tuple(p["task_id"] for p in problems), n=config.n,
         correct=tuple(counts), config=cfg,

@@ -50,8 +50,9 @@ class SamplingConfig:
     batch_rows: int = field(default=DEFAULT_BATCH_ROWS, metadata={
         "help": "rows (samples) decoded together: a speed setting, the samples do not change"})
     engine: str = field(default=DEFAULT_ENGINE, metadata={
-        "help": "fp32 (shared-prefix KV cache), int8 (merged int8 copy; fails pass@10 "
-                "parity, for measurement only) or reference (the previous DynamicCache path)"})
+        "help": "prefix (shared-prefix KV cache, in the model's dtype; fp32 is its former "
+                "name), int8 (merged int8 copy; fails pass@10 parity, for measurement only) "
+                "or reference (the previous DynamicCache path)"})
 
     def __post_init__(self) -> None:
         check_engine(self.engine)
@@ -132,7 +133,7 @@ class _Decoder:
                 return
             rows = batch.live_rows()
             assert batch.logits is not None and batch.logits.shape[0] == len(rows)
-            u = next_uniforms([batch.streams[i] for i in rows])
+            u = next_uniforms([batch.streams[i] for i in rows]).to(batch.logits.device)
             sampled = sample_tokens(batch.logits, u, temperature=self.cfg.temperature,
                                     top_p=self.cfg.top_p)
             batch.logits = None
@@ -142,7 +143,9 @@ class _Decoder:
             if not alive:
                 batch = None
                 continue
-            tokens = sampled if len(alive) == len(rows) else sampled[torch.tensor(alive)]
+            dev = sampled.device
+            tokens = (sampled if len(alive) == len(rows)
+                      else sampled[torch.tensor(alive, device=dev)])
             live = None  # all rows
             finished = len(batch.live) - len(alive)
             # Finished rows skip the Linear layers but still cost attention and cache
@@ -150,7 +153,7 @@ class _Decoder:
             if finished >= max(1, len(batch.live) // 2):
                 batch.drop_finished()
             elif finished:
-                live = torch.tensor([rows[j] for j in alive])
+                live = torch.tensor([rows[j] for j in alive], device=dev)
             with torch.inference_mode():
                 batch.advance(self.model, tokens, live)
 

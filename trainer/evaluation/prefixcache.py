@@ -62,7 +62,8 @@ _flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 def _additive(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """0 where a key is valid, -inf where not: the kernel takes only an additive mask
     in the query's dtype (not a boolean one)."""
-    return torch.zeros(valid.shape, dtype=dtype).masked_fill_(~valid, float("-inf"))
+    return torch.zeros(valid.shape, dtype=dtype, device=valid.device).masked_fill_(
+        ~valid, float("-inf"))
 
 
 @dataclass
@@ -83,16 +84,24 @@ class _Group:
 
 
 class SharedPrefixCache:
-    """Prefix caches per prefill group, plus each row's generated suffix."""
+    """Prefix caches per prefill group, plus each row's generated suffix.
 
-    def __init__(self, *, num_layers: int) -> None:
+    The prefix keeps the model's dtype (bf16 halves what each step reads); the
+    suffix and the merge are float32 whatever the model's dtype: each row's own
+    tokens are few, and a softmax summed in bf16 would lose the small terms.
+    ``device`` is where the model runs: every index lives there too, and only
+    the CPU uses the fused CPU flash kernel (see :func:`prefix_attention`).
+    """
+
+    def __init__(self, *, num_layers: int, device: torch.device | str = "cpu") -> None:
         self.num_layers = num_layers
+        self.device = torch.device(device)
         self.groups: list[_Group] = []
-        self.row_group = torch.zeros(0, dtype=torch.long)
-        self.row_slot = torch.zeros(0, dtype=torch.long)
-        self.suffix_k: list[torch.Tensor] = []  # per layer [B, Hkv, capacity, D]
+        self.row_group = torch.zeros(0, dtype=torch.long, device=self.device)
+        self.row_slot = torch.zeros(0, dtype=torch.long, device=self.device)
+        self.suffix_k: list[torch.Tensor] = []  # per layer [B, Hkv, capacity, D], float32
         self.suffix_v: list[torch.Tensor] = []
-        self.suffix_valid = torch.zeros((0, 0), dtype=torch.bool)  # [B, capacity]
+        self.suffix_valid = torch.zeros((0, 0), dtype=torch.bool, device=self.device)
         self.width = 0  # suffix columns in use
         # Each (row, kv head)'s place among all groups' prefix query slots, and each group's
         # slot count (see _slot_index). Rows change only in add_group and select, which
@@ -111,25 +120,28 @@ class SharedPrefixCache:
         self.groups.append(_Group(keys=keys, values=values, valid=valid.bool(), n=n))
         self._slots = None
         new = prompts * n
-        self.row_group = torch.cat([self.row_group,
-                                    torch.full((new,), len(self.groups) - 1, dtype=torch.long)])
-        self.row_slot = torch.cat([self.row_slot, torch.arange(new)])
+        dev = self.device
+        self.row_group = torch.cat([self.row_group, torch.full(
+            (new,), len(self.groups) - 1, dtype=torch.long, device=dev)])
+        self.row_slot = torch.cat([self.row_slot, torch.arange(new, device=dev)])
         if not self.suffix_k:
             h, d = keys[0].shape[1], keys[0].shape[-1]
-            self.suffix_k = [keys[0].new_zeros((0, h, 0, d)) for _ in range(self.num_layers)]
-            self.suffix_v = [values[0].new_zeros((0, h, 0, d)) for _ in range(self.num_layers)]
+            self.suffix_k = [torch.zeros((0, h, 0, d), device=dev) for _ in range(self.num_layers)]
+            self.suffix_v = [torch.zeros((0, h, 0, d), device=dev) for _ in range(self.num_layers)]
         cap = self.suffix_valid.shape[1]
         self.suffix_k = [torch.cat([s, s.new_zeros((new, *s.shape[1:]))]) for s in self.suffix_k]
         self.suffix_v = [torch.cat([s, s.new_zeros((new, *s.shape[1:]))]) for s in self.suffix_v]
         self.suffix_valid = torch.cat([self.suffix_valid,
-                                       torch.zeros((new, cap), dtype=torch.bool)])
+                                       torch.zeros((new, cap), dtype=torch.bool, device=dev)])
 
     def select(self, keep: torch.Tensor) -> None:
         """Keep only these rows; drop groups left without rows and suffix columns no row uses."""
+        keep = keep.to(self.device)
         group, slot = self.row_group[keep], self.row_slot[keep]
         used = sorted(set(group.tolist()))
-        remap = torch.full((len(self.groups),), -1, dtype=torch.long)
-        remap[torch.tensor(used, dtype=torch.long)] = torch.arange(len(used))
+        remap = torch.full((len(self.groups),), -1, dtype=torch.long, device=self.device)
+        remap[torch.tensor(used, dtype=torch.long, device=self.device)] = torch.arange(
+            len(used), device=self.device)
         self.groups = [self.groups[g] for g in used]
         self.row_group = remap[group]
         self.row_slot = self._compact(self.row_group, slot)
@@ -154,7 +166,8 @@ class SharedPrefixCache:
         for gi, g in enumerate(self.groups):
             g.n = max(c for (cg, _), c in count.items() if cg == gi)
         return torch.tensor([p * self.groups[gi].n + r for gi, (p, r)
-                             in zip(group.tolist(), rank, strict=True)], dtype=torch.long)
+                             in zip(group.tolist(), rank, strict=True)], dtype=torch.long,
+                            device=self.device)
 
     def begin_step(self) -> int:
         """Reserve the suffix column of this step's token (all rows); returns its index."""
@@ -165,7 +178,8 @@ class SharedPrefixCache:
             self.suffix_v = [torch.cat([s, s.new_zeros((*s.shape[:2], grow, s.shape[-1]))], dim=2)
                              for s in self.suffix_v]
             self.suffix_valid = torch.cat(
-                [self.suffix_valid, torch.zeros((self.rows, grow), dtype=torch.bool)], dim=1)
+                [self.suffix_valid, torch.zeros((self.rows, grow), dtype=torch.bool,
+                                                device=self.device)], dim=1)
         self.suffix_valid[:, self.width] = True
         self.width += 1
         # Every row has this step's token as a valid suffix key, so no row's suffix is
@@ -181,10 +195,12 @@ class SharedPrefixCache:
         group after group as [P, Hkv, n] (prompt, kv head, sample); and each group's size."""
         hkv = self.suffix_k[0].shape[1]
         sizes = [group.valid.shape[0] * hkv * group.n for group in self.groups]
-        start = torch.tensor([0, *sizes], dtype=torch.long).cumsum(0)[self.row_group]
-        n = torch.tensor([group.n for group in self.groups], dtype=torch.long)[self.row_group]
+        dev = self.device
+        start = torch.tensor([0, *sizes], dtype=torch.long, device=dev).cumsum(0)[self.row_group]
+        n = torch.tensor([group.n for group in self.groups], dtype=torch.long,
+                         device=dev)[self.row_group]
         prompt, sample = self.row_slot // n, self.row_slot % n
-        heads = torch.arange(hkv)
+        heads = torch.arange(hkv, device=dev)
         index = (start + prompt * hkv * n + sample)[:, None] + heads[None, :] * n[:, None]
         return index.reshape(-1), sizes
 
@@ -200,13 +216,14 @@ class SharedPrefixCache:
         b, hq, _, d = q.shape
         hkv = k.shape[1]
         qg = q.reshape(b, hkv, hq // hkv, d) * scale  # GQA: query heads grouped by kv head
-        o_s, lse_s = _suffix(qg, self.suffix_k[layer][:, :, :self.width],
+        o_s, lse_s = _suffix(qg.float(), self.suffix_k[layer][:, :, :self.width],
                              self.suffix_v[layer][:, :, :self.width], self._suffix_bias)
         o_p, lse_p = self._prefix(layer, qg)
         # Cascade merge: out = (e^lse_p o_p + e^lse_s o_s) / (e^lse_p + e^lse_s), written
         # as o_s + sigmoid(lse_p - lse_s) (o_p - o_s): two cheap ops, no overflow.
-        w = torch.sigmoid(lse_p - lse_s)
-        return torch.lerp(o_s, o_p, w.unsqueeze(-1)).reshape(b, hq * d)
+        w = torch.sigmoid(lse_p.float() - lse_s)
+        out = torch.lerp(o_s, o_p.float(), w.unsqueeze(-1)).reshape(b, hq * d)
+        return out.to(q.dtype)
 
     def _prefix(self, layer: int, qg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Attention of every row to its prompt: (output [B, Hkv, G, D], lse [B, Hkv, G])."""
@@ -221,8 +238,8 @@ class SharedPrefixCache:
         outs, lses = [], []
         for group, part in zip(self.groups, slots.split(sizes), strict=True):
             prompts = group.valid.shape[0]
-            o, lse = _flash(part.view(prompts, hkv, group.n * g, d), group.keys[layer],
-                            group.values[layer], attn_mask=group.bias, scale=1.0)
+            o, lse = prefix_attention(part.view(prompts, hkv, group.n * g, d),
+                                      group.keys[layer], group.values[layer], group.bias)
             if group.empty is not None:  # the kernel gives o = 0, lse = 0 for no valid key
                 lse = lse.masked_fill(group.empty[:, None, None], float("-inf"))
             outs.append(o.reshape(-1, g, d))
@@ -230,6 +247,31 @@ class SharedPrefixCache:
         o_all, lse_all = (torch.cat(outs), torch.cat(lses)) if len(outs) > 1 else (outs[0], lses[0])
         return (o_all.index_select(0, index).view(b, hkv, g, d),
                 lse_all.index_select(0, index).view(b, hkv, g))
+
+
+def prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
+                     *, fused: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax attention of queries [P, H, M, D] (already scaled) to keys/values
+    [P, H, L, D] under an additive mask [P, 1, 1, L]: (output [P, H, M, D], lse [P, H, M]).
+
+    On the CPU (``fused`` None) torch's fused CPU flash kernel; elsewhere, or with
+    ``fused=False``, plain matrix products in float32 that any device runs (the tests
+    compare the two on the CPU). A query with no valid key gets output 0 and lse 0,
+    as the kernel gives it (the caller masks those)."""
+    if fused is None:
+        fused = q.device.type == "cpu"
+    if fused:
+        o, lse = _flash(q, k, v, attn_mask=bias, scale=1.0)
+        return o, lse
+    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)).add_(bias.float())
+    m = scores.amax(dim=-1, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    p = scores.sub_(m).exp_()
+    total = p.sum(dim=-1, keepdim=True)
+    empty = total == 0
+    out = torch.matmul(p, v.float()).div_(total.masked_fill(empty, 1.0))
+    lse = (m + total.masked_fill(empty, 1.0).log()).squeeze(-1)
+    return out.to(q.dtype), lse
 
 
 def _suffix(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -244,6 +286,11 @@ def _suffix(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     p = scores.sub_(m).exp_()
     total = p.sum(dim=-1, keepdim=True)
     return torch.matmul(p, v).div_(total), (m + total.log()).squeeze(-1)
+
+
+def model_device(model: Any) -> torch.device:
+    """The device of a model's weights (where its inputs and caches must live)."""
+    return next(model.parameters()).device
 
 
 def causal_lm(model: Any) -> Any:

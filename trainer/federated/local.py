@@ -165,16 +165,19 @@ def batch_loss(model: Any, batch: Batch) -> torch.Tensor:
     """Mean cross-entropy over the batch's target tokens, with the graph for backward."""
     import torch.nn.functional as F
 
+    device = next(model.parameters()).device  # batches are built on the CPU
     if not isinstance(batch, PackedBatch):
-        return model(**batch).loss
+        return model(**{k: v.to(device) for k, v in batch.items()}).loss
     from trainer.federated.packedattn import packed_attention_on
 
     # use_cache=False: with a cache, transformers does not read position_ids as packing
     # and every token would attend to the examples before it in the row.
     with packed_attention_on(model):  # per-example causal attention, no masked blocks
-        logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids,
-                       logits_to_keep=batch.keep, use_cache=False).logits[0]
-    return F.cross_entropy(logits.float(), batch.targets)
+        logits = model(input_ids=batch.input_ids.to(device),
+                       position_ids=batch.position_ids.to(device),
+                       logits_to_keep=batch.keep.to(device), use_cache=False).logits[0]
+    # The loss is float32 whatever the weights' dtype (bf16 logits are upcast first).
+    return F.cross_entropy(logits.float(), batch.targets.to(device))
 
 
 class ClientSampler:

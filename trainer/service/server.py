@@ -18,6 +18,7 @@ import threading
 from dataclasses import dataclass, field
 
 from trainer.contract import TrialFunction
+from trainer.devices import check_device
 from trainer.errors import ConfigError
 from trainer.helptext import meta
 from trainer.service.api import trainer_pb2, trainer_pb2_grpc
@@ -34,6 +35,9 @@ class ServerConfig(ListenConfig):
     """How a trainer worker listens and what it accepts."""
 
     capacity: int = field(default=1, metadata=meta("trials run at once; more are rejected"))
+    devices: tuple[str, ...] = field(default=(), metadata=meta(
+        "devices trials run on, one trial slot each (cpu, cuda:N); the capacity is their "
+        "number. Empty: each trial runs where its own device setting says"))
     policy: WorkerPolicy = field(default_factory=WorkerPolicy,
                                  metadata=meta("scaling-factor range, allowed models, defaults"))
     budget_profile: str = field(default="default", metadata=meta("budget profile name, reported"))
@@ -47,6 +51,12 @@ class ServerConfig(ListenConfig):
         super().__post_init__()
         if self.capacity < 1:
             raise ConfigError("capacity", f"must be >= 1, got {self.capacity}", accepted=">= 1")
+        for device in self.devices:
+            if check_device(device) == "auto":
+                raise ConfigError("devices", "auto is not a device", accepted="cpu, cuda, cuda:N")
+        if self.devices and self.capacity not in (1, len(self.devices)):
+            raise ConfigError("capacity", f"{self.capacity} differs from the {len(self.devices)} "
+                              "devices", accepted="one trial per device: leave capacity unset")
         if self.spare_threads < 2:
             raise ConfigError("spare_threads", f"must be >= 2, got {self.spare_threads}",
                               accepted=">= 2")
@@ -56,13 +66,14 @@ class TrainerServer(ServiceServer):
     """A trainer worker: gRPC server, servicer, health and reflection."""
 
     def __init__(self, *, config: ServerConfig, trial_fn: TrialFunction) -> None:
-        threads = config.capacity + config.spare_threads
+        threads = max(config.capacity, len(config.devices)) + config.spare_threads
         # Concurrent RPCs are capped at the thread count so an overload is
         # refused at once instead of queueing behind running trials.
         super().__init__(config=config, service_name=SERVICE_NAME, threads=threads,
                          thread_prefix="trainer-rpc", maximum_concurrent_rpcs=threads)
         self.config: ServerConfig = config
-        self.runner = TrialRunner(trial_fn=trial_fn, capacity=config.capacity)
+        self.runner = TrialRunner(trial_fn=trial_fn, capacity=config.capacity,
+                                  devices=config.devices)
         self.servicer = TrainerServicer(runner=self.runner, policy=config.policy, worker="",
                                         budget_profile=config.budget_profile)
         trainer_pb2_grpc.add_TrainerServiceServicer_to_server(self.servicer, self._server)
@@ -76,7 +87,7 @@ class TrainerServer(ServiceServer):
         """Bind, start serving and return the bound port."""
         port = super().start()
         log.info("trainer worker %s listening on %s:%d (capacity %d, %s)", self.servicer.worker,
-                 self.config.host, port, self.config.capacity, self.config.security)
+                 self.config.host, port, self.runner.capacity, self.config.security)
         return port
 
     def stop(self, grace: float | None = None) -> None:

@@ -9,6 +9,7 @@ import grpc
 
 from trainer import __version__
 from trainer.contract import TrialSpec
+from trainer.devices import resolve_device, resolve_dtype
 from trainer.errors import ConfigError, ScalefedError, TrialCancelledError
 from trainer.service import convert, status
 from trainer.service.api import trainer_pb2, trainer_pb2_grpc
@@ -27,6 +28,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         self.policy = policy
         self.worker = worker
         self.budget_profile = budget_profile
+        self._auto_device: str | None = None
 
     def _admit(self, request: trainer_pb2.TrialRequest) -> TrialRun:
         trial_id = convert.trial_id_from_request(request)
@@ -100,7 +102,17 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
             allowed_models=self.policy.allowed_models,
             running_trials=running,
             draining=self.runner.draining,
+            devices=self._devices(),
+            auto_dtype=resolve_dtype("auto", self._devices()[0]),
         )
+
+    def _devices(self) -> tuple[str, ...]:
+        """The worker's device slots, or the device ``auto`` resolves to when it has none."""
+        if self.runner.devices:
+            return self.runner.devices
+        if self._auto_device is None:
+            self._auto_device = resolve_device("auto")
+        return (self._auto_device,)
 
 
 def _end_reason(context: grpc.ServicerContext) -> str:

@@ -13,7 +13,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,13 +153,24 @@ class TrialRun:
 
 
 class TrialRunner:
-    """Admits trials up to ``capacity`` (no queueing), runs and cancels them."""
+    """Admits trials up to ``capacity`` (no queueing), runs and cancels them.
 
-    def __init__(self, *, trial_fn: TrialFunction, capacity: int = 1) -> None:
+    With ``devices`` (for example ``("cuda:0", "cuda:1")``) each device is one trial
+    slot: the capacity is their number, and a trial whose ``device`` is ``auto`` runs
+    on a free one (a trial naming one of them waits for no other). The spec a trial
+    runs with, and the one its ``accepted`` event echoes, names the device it got.
+    """
+
+    def __init__(self, *, trial_fn: TrialFunction, capacity: int = 1,
+                 devices: Sequence[str] = ()) -> None:
+        if devices:
+            capacity = len(devices)
         if capacity < 1:
             raise ConfigError("capacity", f"must be >= 1, got {capacity}", accepted=">= 1")
         self.trial_fn = trial_fn
         self.capacity = capacity
+        self.devices = tuple(devices)
+        self._device_of: dict[str, str] = {}  # trial id -> its device slot
         self._running: dict[str, TrialRun] = {}
         self._draining = False
         self._cond = threading.Condition()
@@ -171,9 +183,20 @@ class TrialRunner:
         with self._cond:
             return tuple(self._running)
 
+    def _free_device(self, wanted: str) -> str:
+        """A free device slot for a trial asking for ``wanted``; call with the lock held."""
+        if wanted != "auto" and wanted not in self.devices:
+            raise ConfigError("device", f"{wanted} is not served by this worker",
+                              accepted="auto, " + ", ".join(dict.fromkeys(self.devices)))
+        used = Counter(self._device_of.values())
+        for device in dict.fromkeys(self.devices):  # a device listed twice is two slots
+            if wanted in ("auto", device) and used[device] < self.devices.count(device):
+                return device
+        raise CapacityError(f"device {wanted} is busy (running: {', '.join(self._running)}); "
+                            "retry later, or ask for device auto")
+
     def start(self, trial_id: str, spec: TrialSpec) -> TrialRun:
         """Take a slot and start the trial, or raise at once (draining, duplicate, full)."""
-        run = TrialRun(trial_id=trial_id, spec=spec)
         with self._cond:
             if self._draining:
                 raise WorkerUnavailableError("worker is draining (shutting down); try another worker")
@@ -183,6 +206,10 @@ class TrialRunner:
                 raise CapacityError(
                     f"worker is busy: {len(self._running)} of {self.capacity} trial slot(s) in use "
                     f"(running: {', '.join(self._running)}); retry later or use another worker")
+            if self.devices:
+                spec = spec.replace(device=self._free_device(spec.device))
+                self._device_of[trial_id] = spec.device
+            run = TrialRun(trial_id=trial_id, spec=spec)
             self._running[trial_id] = run
         thread = threading.Thread(target=self._run, args=(run,), name=f"trial-{trial_id}",
                                   daemon=True)
@@ -202,6 +229,7 @@ class TrialRunner:
         # the end of its trial, the worker already accepts the next one.
         with self._cond:
             self._running.pop(run.trial_id, None)
+            self._device_of.pop(run.trial_id, None)
             self._cond.notify_all()
         log.info("trial %s finished in %.2f s (%s)", run.trial_id, time.monotonic() - run.started,
                  "ok" if done.error is None else type(done.error).__name__)
