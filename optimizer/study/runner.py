@@ -264,9 +264,10 @@ class StudyRunner:
         timer.start()
         try:
             precision.check_before(self.study, params, backend)  # no study mixes dtypes
-            result = backend.run(params, on_round=lambda r, v: self._report(trial, r, v),
-                                 cancel=cancel)
-            precision.pin_after(self.study, result.record, backend)
+            ran = backend.run(params, on_round=lambda r, v: self._report(trial, r, v),
+                              cancel=cancel)
+            precision.pin_after(self.study, ran.record, backend)
+            result = ran
         except Exception as exc:  # noqa: BLE001 - any trainer failure fails (and retries) the trial
             error = exc
         finally:

@@ -1,93 +1,99 @@
-"""Sampling engines against the previous path, and pass@k parity on the base model.
+"""Sampling speed, bf16 against fp32 and the previous release, with pass@k parity.
 
-Every engine samples the same prompts with the same seed, n and token cap (the
-quickstart's: 40 problems, n = 10, 128 tokens), so tokens/s ratios are measured
-in one run on one machine. With ``--parity`` the completions are also executed
-in the sandbox and pass@k is compared per problem: engines share problems and
-the sampling seed (common random numbers), so the difference is judged by the
-standard error of the paired per-problem differences.
+Three sides (:mod:`tests.benchmarks.sides`) sample and execute the same
+HumanEval evaluation in fresh processes, alternating: ``previous`` (the last
+release's code and default engine, fp32), ``fp32`` and ``bf16`` (this tree's
+prefix engine with the weights in float32 and bfloat16). Every side draws the
+same random numbers (per-sample streams: seed, prompt, sample index), so the
+per-problem pass counts are paired: parity is a paired difference of pass@k
+within 2 standard errors.
 
-An engine may carry its batch size as ``engine:rows``; the baseline
-``reference:80`` is the previous path as it ran (80 rows).
+    python tests/benchmarks/bench_sampling.py                      # quickstart evaluation
+    python tests/benchmarks/bench_sampling.py --problems 40 --n 10 --max-new-tokens 128
+    python tests/benchmarks/bench_sampling.py --adapter --sides fp32,bf16   # a trained adapter
 
-    python tests/benchmarks/bench_sampling.py --problems 40 --parity
-    python tests/benchmarks/bench_sampling.py --problems 8 --engines reference:80,fp32,int8
+``--adapter`` first trains one quickstart trial's adapter (fp32, s = 2.8, p = 0.5)
+and evaluates the adapted model on every side of this tree.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
 
-from trainer.evaluation.engine import DEFAULT_BATCH_ROWS, ENGINES
-from trainer.evaluation.evaluator import EvalConfig, EvalReport, evaluate_model
-from trainer.evaluation.passk import pass_at_k
-from trainer.models import load_model
-from trainer.threads import configure_threads
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.benchmarks.sides import (
+    SIDES,
+    host_header,
+    median,
+    order,
+    paired_difference,
+    run_side,
+)
 
 
-def _per_problem(report: EvalReport, k: int) -> list[float]:
-    return [pass_at_k(report.n, c, k) for c in report.correct]
+def _pass_at(n: int, correct: list[int], k: int) -> list[float]:
+    from trainer.evaluation.passk import pass_at_k
+
+    return [pass_at_k(n, c, k) for c in correct]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--problems", default="40")
-    parser.add_argument("--n", type=int, default=10)
+    parser.add_argument("--problems", default="smollm2-solvable")
+    parser.add_argument("--n", type=int, default=20)
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--engines", default="reference:80,fp32",
-                        help=f"comma-separated ENGINE[:ROWS], the first is the baseline "
-                             f"({', '.join(ENGINES)}; ROWS defaults to {DEFAULT_BATCH_ROWS})")
-    parser.add_argument("--parity", action="store_true", help="also execute and compare pass@k")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--sides", default=",".join(SIDES))
+    parser.add_argument("--adapter", action="store_true",
+                        help="evaluate a freshly trained quickstart adapter (this tree only)")
     args = parser.parse_args()
-    threads = configure_threads()
-    loaded = load_model(args.model)
-    engines = args.engines.split(",")
-    reports: dict[str, EvalReport] = {}
-    for spec in engines:
-        engine, _, rows = spec.partition(":")
-        cfg = EvalConfig(problems=args.problems, n=args.n, ks=(1, args.k), seed=args.seed,
-                         max_new_tokens=args.max_new_tokens, engine=engine,
-                         batch_rows=int(rows or DEFAULT_BATCH_ROWS))
-        if not args.parity:  # sampling only: skip execution by running zero problems' worth
-            from trainer.evaluation.generation import sample_completions
-            from trainer.evaluation.humaneval import prepare_prompt, select_problems
-
-            prompts = [prepare_prompt(p["prompt"]) for p in select_problems(args.problems)]
-            _, stats = sample_completions(loaded.model, loaded.tokenizer, prompts,
-                                          config=cfg.sampling())
-            rate, seconds, tokens = stats.tokens / stats.seconds, stats.seconds, stats.tokens
-        else:
-            reports[spec] = evaluate_model(loaded.model, loaded.tokenizer, config=cfg,
-                                             model_name=args.model)
-            t = reports[spec].timings
-            rate, seconds = t["tokens_per_s"], t["generate_s"]
-            tokens = round(rate * seconds)
-        if spec == engines[0]:
-            base_rate = rate
-        print(f"{spec:<14} {tokens:6d} tokens in {seconds:6.1f}s = {rate:6.1f} tok/s  "
-              f"x{rate / base_rate:.2f} vs {engines[0]}", flush=True)
-    print(f"({args.problems} problems, n={args.n}, {args.max_new_tokens} tokens, "
-          f"{threads} threads)")
-    if args.parity:
-        _parity(reports, engines, args.k)
-
-
-def _parity(reports: dict[str, EvalReport], engines: list[str], k: int) -> None:
-    base = _per_problem(reports[engines[0]], k)
-    for engine in engines[1:]:
-        other = _per_problem(reports[engine], k)
-        diffs = [b - a for a, b in zip(base, other, strict=True)]
-        mean = sum(diffs) / len(diffs)
-        sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / max(len(diffs) - 1, 1))
-        se = sd / math.sqrt(len(diffs))
+    sides = [s for s in args.sides.split(",") if s]
+    if unknown := set(sides) - set(SIDES):
+        parser.error(f"unknown sides {sorted(unknown)}; accepted: {', '.join(SIDES)}")
+    if args.adapter and "previous" in sides:
+        parser.error("--adapter compares this tree's dtypes: use --sides fp32,bf16")
+    print(host_header(), flush=True)
+    payload = ["--problems", args.problems, "--n", str(args.n), "--k", str(args.k),
+               "--max-new-tokens", str(args.max_new_tokens), "--seed", str(args.seed)]
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.adapter:
+            path = str(Path(tmp) / "adapter.pt")
+            info = run_side("fp32", "adapter", ["--out", path])
+            print(f"adapter: {info['params']} LoRA tensors after {info['rounds']} rounds "
+                  f"(quickstart iid, s = 2.8, p = 0.5, trained in float32)", flush=True)
+            payload += ["--adapter", path]
+        runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
+        for repeat in range(args.repeats):
+            for side in order(repeat, sides):
+                out = run_side(side, "sampling", payload)
+                runs[side].append(out)
+                print(f"  repeat {repeat + 1} {side:<8} generation {out['generate_s']:6.1f} s, "
+                      f"{out['tokens']} tokens, {out['tokens'] / out['generate_s']:6.1f} tok/s; "
+                      f"pass@{args.k} {out['pass'][f'pass@{args.k}']:.3f}", flush=True)
+    seconds = {side: median([r["generate_s"] for r in runs[side]]) for side in sides}
+    print(f"({args.problems}, n = {args.n}, {args.max_new_tokens} tokens, seed {args.seed}; "
+          f"median generation seconds of {args.repeats})")
+    for side in sides:
+        print(f"{side:<8} {seconds[side]:7.1f} s")
+    for base in ("previous", "fp32"):
+        if base in seconds and "bf16" in seconds:
+            print(f"bf16 vs {base}: {seconds[base] / seconds['bf16']:.2f}x faster")
+    first = sides[0]
+    ref = _pass_at(args.n, runs[first][0]["correct"], args.k)
+    for side in sides[1:]:
+        other = _pass_at(args.n, runs[side][0]["correct"], args.k)
+        mean, se = paired_difference(ref, other)
         verdict = "parity" if abs(mean) <= 2 * se or mean == 0 else "DIFFERENT"
-        print(f"pass@{k}: {engines[0]} {sum(base) / len(base):.3f}, {engine} "
-              f"{sum(other) / len(other):.3f}; paired difference {mean:+.3f} ± {se:.3f} (SE) "
-              f"-> {verdict} (parity: |diff| <= 2 SE)")
+        print(f"pass@{args.k}: {first} {sum(ref) / len(ref):.3f}, {side} "
+              f"{sum(other) / len(other):.3f}; paired difference {mean:+.3f} +/- {se:.3f} (SE) "
+              f"-> {verdict} (|diff| <= 2 SE)")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,16 @@
-"""Benchmark: training tokens/s of the packed local step against the padded one (goal >= 1.3x).
+"""Benchmark: training tokens/s, bf16 against fp32 and against the previous release (goal >= 3x).
+
+By default three sides (:mod:`tests.benchmarks.sides`) train the same federated
+rounds on SmolLM2 in fresh processes, alternating: ``previous`` (the last
+release's code, its default packed loop in fp32), ``fp32`` and ``bf16`` (this
+tree, ``dtype`` float32 and bfloat16). Every side runs the same steps on the
+same examples, so tokens/s compare directly and the round losses are a
+loss-curve parity check (bf16 against fp32 on the same batches).
+
+    python tests/benchmarks/bench_training.py --repeats 2        # sides, SmolLM2
+    python tests/benchmarks/bench_training.py --packing --model smollm2-135m --rounds 1 --repeats 1
+
+``--packing`` runs the previous release's comparison instead, in this process:
 
 Both sides run ``train_federated`` on the quickstart profile's batch shape
 (10 clients, p = 0.5, 1 local step, batch 4, seq_len 256, LoRA r = 8 on
@@ -30,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -39,6 +52,8 @@ from typing import Any
 from unittest.mock import patch
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from trainer.contract import TrialSpec
 from trainer.federated import packedattn
@@ -149,9 +164,43 @@ def _ratios(baseline: list[float], new: list[float]) -> str:
             f"max {ratios[-1]:.2f}]")
 
 
+def _sides(args: argparse.Namespace) -> None:
+    from tests.benchmarks.sides import SIDES, host_header, median, order, run_side
+
+    print(host_header(), flush=True)
+    payload = ["--model", args.model, "--rounds", str(args.rounds), "--batch-size",
+               str(args.batch_size), "--seq-len", str(args.seq_len)]
+    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
+    for repeat in range(args.repeats):
+        for side in order(repeat, SIDES):
+            out = run_side(side, "training", payload)
+            runs[side].append(out)
+            print(f"  repeat {repeat + 1} {side:<8} {out['tokens'] / out['train_s']:8.1f} tok/s "
+                  f"({out['train_s']:.1f} s, {out['steps']} steps, {out['tokens']} tokens)",
+                  flush=True)
+    rate = {side: median([r["tokens"] / r["train_s"] for r in runs[side]]) for side in SIDES}
+    first = runs["fp32"][0]
+    print(f"{args.model}: {first['steps']} packed steps of batch {args.batch_size} "
+          f"(seq_len {args.seq_len}), {first['tokens']} tokens; median of {args.repeats}")
+    for side in SIDES:
+        print(f"{side:<8} {rate[side]:8.1f} tok/s")
+    print(f"bf16 vs fp32 (same code): {rate['bf16'] / rate['fp32']:.2f}x (goal >= 3x); "
+          f"bf16 vs previous release: {rate['bf16'] / rate['previous']:.2f}x; "
+          f"fp32 vs previous: {rate['fp32'] / rate['previous']:.2f}x")
+    fp32, bf16, prev = (runs[s][0]["losses"] for s in ("fp32", "bf16", "previous"))
+    worst = max(abs(b - a) / a for a, b in zip(fp32, bf16, strict=True))
+    same = max(abs(b - a) / a for a, b in zip(prev, fp32, strict=True))
+    print(f"round train losses: fp32 {[round(x, 4) for x in fp32]}, bf16 "
+          f"{[round(x, 4) for x in bf16]}: bf16 within {worst:.2%} of fp32 (previous vs "
+          f"fp32: {same:.1e})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="tiny-random", choices=["tiny-random", "smollm2-135m"])
+    parser.add_argument("--packing", action="store_true",
+                        help="padded vs packed loops in this process (the previous benchmark)")
+    parser.add_argument("--model", default=None, choices=["tiny-random", "smollm2-135m"],
+                        help="default: smollm2-135m (sides), tiny-random (--packing)")
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--participation", type=float, default=0.5)
     parser.add_argument("--rounds", type=int, default=2)
@@ -162,6 +211,11 @@ def main() -> None:
     parser.add_argument("--overhead", action="store_true",
                         help="also time a plain torch loop on the same packed batches")
     args = parser.parse_args()
+    if not args.packing:
+        args.model = args.model or "smollm2-135m"
+        _sides(args)
+        return
+    args.model = args.model or "tiny-random"
     print(f"torch threads: {configure_threads()}; load average before: "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

@@ -57,6 +57,9 @@ import torch
 # Fused CPU flash attention that also returns each query's log-sum-exp, which the
 # two-part merge needs (the public scaled_dot_product_attention drops it).
 _flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+# The CPU uses the fused kernel; tests turn this off to run the device-generic path
+# (the one CUDA takes) on the CPU.
+FUSED_ON_CPU = True
 
 
 def _additive(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -259,7 +262,7 @@ def prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: to
     compare the two on the CPU). A query with no valid key gets output 0 and lse 0,
     as the kernel gives it (the caller masks those)."""
     if fused is None:
-        fused = q.device.type == "cpu"
+        fused = q.device.type == "cpu" and FUSED_ON_CPU
     if fused:
         o, lse = _flash(q, k, v, attn_mask=bias, scale=1.0)
         return o, lse

@@ -184,10 +184,8 @@ class TrialRunner:
             return tuple(self._running)
 
     def _free_device(self, wanted: str) -> str:
-        """A free device slot for a trial asking for ``wanted``; call with the lock held."""
-        if wanted != "auto" and wanted not in self.devices:
-            raise ConfigError("device", f"{wanted} is not served by this worker",
-                              accepted="auto, " + ", ".join(dict.fromkeys(self.devices)))
+        """A free device slot for a trial asking for ``wanted`` (one of the devices, or
+        auto); call with the lock held."""
         used = Counter(self._device_of.values())
         for device in dict.fromkeys(self.devices):  # a device listed twice is two slots
             if wanted in ("auto", device) and used[device] < self.devices.count(device):
@@ -197,6 +195,9 @@ class TrialRunner:
 
     def start(self, trial_id: str, spec: TrialSpec) -> TrialRun:
         """Take a slot and start the trial, or raise at once (draining, duplicate, full)."""
+        if self.devices and spec.device != "auto" and spec.device not in self.devices:
+            raise ConfigError("device", f"{spec.device} is not served by this worker",
+                              accepted="auto, " + ", ".join(dict.fromkeys(self.devices)))
         with self._cond:
             if self._draining:
                 raise WorkerUnavailableError("worker is draining (shutting down); try another worker")

@@ -198,6 +198,8 @@ MALFORMED: list[tuple[str, dict[str, Any], str]] = [
     ("top_p 0", {"top_p": 0.0}, "top_p"),
     ("empty lora targets", {"lora_targets": "  "}, "lora_targets"),
     ("max_new_tokens 0", {"max_new_tokens": 0}, "max_new_tokens"),
+    ("unknown dtype", {"dtype": "float16"}, "dtype"),
+    ("unknown device", {"device": "tpu"}, "device"),
 ]
 
 
@@ -276,6 +278,47 @@ def test_get_info_reports_policy_and_load(client: TrainerClient, server: Trainer
     assert info.budget_profile == "test" and info.worker == server.servicer.worker
     assert (info.capacity, info.busy, info.idle, info.draining) == (1, 0, 1, False)
     assert info.version
+    from trainer.devices import resolve_device, resolve_dtype
+
+    assert info.devices == (resolve_device("auto"),)  # no --devices: where auto runs
+    assert info.auto_dtype == resolve_dtype("auto", info.devices[0])
+
+
+def test_devices_are_trial_slots_and_each_trial_runs_on_its_own() -> None:
+    """``--devices cpu,cpu`` (what ``0,1`` is on a GPU host, testable here): the capacity is
+    the device count, GetInfo lists them, a trial with device auto takes a free slot and
+    runs with that device in its spec (and its accepted event), a device the worker does
+    not serve is INVALID_ARGUMENT naming the field and changes nothing, and a full worker
+    answers RESOURCE_EXHAUSTED."""
+    fake = FakeTrial(round_seconds=0.05)
+    config = ServerConfig(port=0, policy=POLICY, devices=("cpu", "cpu"))
+    with create_server(config, trial_fn=fake) as srv, \
+            TrainerClient(srv.address, retries=0) as c:
+        info = c.get_info()
+        assert (info.capacity, info.devices) == (2, ("cpu", "cpu"))
+        threads = [run_in_thread(lambda i=i: c.run_trial(LONG, trial_id=f"t{i}")) for i in (0, 1)]
+        assert wait_until(lambda: c.get_info().busy == 2)
+        with pytest.raises(ConfigError, match="device: cuda:0 is not served") as bad:
+            c.run_trial({**QUICK, "device": "cuda:0"})
+        assert "accepted: auto, cpu" in str(bad.value)
+        with pytest.raises(CapacityError):
+            c.run_trial(QUICK)
+        assert c.get_info().busy == 2 and len(fake.calls) == 2
+        assert {spec.device for spec in fake.calls} == {"cpu"}
+        for i in (0, 1):
+            c.cancel_trial(f"t{i}")
+        for thread, _ in threads:
+            thread.join(5)
+        accepted = [e for e in c.stream_trial(QUICK) if isinstance(e, TrialAccepted)]
+        assert accepted and accepted[0].spec.device == "cpu"
+
+
+def test_devices_config_is_validated() -> None:
+    with pytest.raises(ConfigError, match="devices: auto is not a device"):
+        ServerConfig(port=0, devices=("auto",))
+    with pytest.raises(ConfigError, match="capacity: 3 differs from the 2 devices"):
+        ServerConfig(port=0, capacity=3, devices=("cpu", "cpu"))
+    assert ServerConfig(port=0, capacity=2, devices=("cpu", "cpu")).devices == ("cpu", "cpu")
 
 
 def test_health_and_reflection(server: TrainerServer, client: TrainerClient) -> None:
@@ -412,3 +455,23 @@ def test_full_trial_on_tiny_model_end_to_end() -> None:
     assert isinstance(result, TrialResult)
     assert result.k == 2 and result.n == 2 and len(result.problems) == 2
     assert 0.0 <= result.pass_at_1 <= result.pass_at_k <= 1.0
+
+
+def test_serve_devices_flag_parses_indices_and_refuses_a_missing_gpu(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--devices 0,1`` means cuda:0 and cuda:1; on a host without them the worker does
+    not start and says which device is missing (exit 2, before binding a port)."""
+    import argparse
+
+    from optimizer.cli import main
+    from trainer import devices
+    from trainer.cli.worker import _devices
+
+    assert _devices("0,1") == ("cuda:0", "cuda:1")
+    assert _devices("cpu, cuda:3,cuda") == ("cpu", "cuda:3", "cuda:0")
+    with pytest.raises(argparse.ArgumentTypeError, match="'gpu0' is not a device"):
+        _devices("gpu0")
+    monkeypatch.setattr(devices, "cuda_count", lambda: 0)
+    assert main(["trainer", "serve", "--port", "0", "--devices", "0"]) == 2
+    assert "device: cuda:0 is not available: this worker has no CUDA device" \
+        in capsys.readouterr().err
