@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from trainer.contract import EvalProgressEvent, TrialEvent, TrialResult, TrialSpec
-from trainer.errors import TrialCancelledError
+from trainer.errors import ConfigError, TrialCancelledError
 from trainer.evaluation.evaluator import EvalConfig, evaluate_model, versions
 from trainer.pool import ModelPool
 
@@ -20,12 +20,15 @@ from trainer.pool import ModelPool
 MODEL_POOL = ModelPool()
 
 
-def eval_config(spec: TrialSpec) -> EvalConfig:
-    """The evaluation a trial spec asks for (common random numbers: eval_seed, fixed subset)."""
+def eval_config(spec: TrialSpec, *, device: str = "cpu") -> EvalConfig:
+    """The evaluation a trial spec asks for (common random numbers: eval_seed, fixed subset);
+    ``device`` (resolved) sets only how many rows decode together, never what is sampled."""
+    from trainer.evaluation.engine import batch_rows_for
+
     ks = (1, spec.k) if spec.k != 1 else (1,)
     return EvalConfig(problems=spec.problems, n=spec.samples, ks=ks, temperature=spec.temperature,
                       top_p=spec.top_p, max_new_tokens=spec.max_new_tokens, seed=spec.eval_seed,
-                      engine=spec.engine)
+                      engine=spec.engine, batch_rows=batch_rows_for(device))
 
 
 def run_trial(spec: TrialSpec, *, on_event: Callable[[TrialEvent], None] | None = None,
@@ -37,8 +40,11 @@ def run_trial(spec: TrialSpec, *, on_event: Callable[[TrialEvent], None] | None 
 
     started = time.perf_counter()
     configure_threads()  # before the first torch op of the trial (training and sampling)
-    config = eval_config(spec)  # validate before spending minutes on training
     placement = resolve(device=spec.device, dtype=spec.dtype)  # once, named in the record
+    if spec.engine == "int8" and placement.device != "cpu":
+        raise ConfigError("engine", f"int8 runs on the CPU only, not {placement.device}",
+                          accepted="prefix or reference, or device = cpu")
+    config = eval_config(spec, device=placement.device)  # validate before minutes of training
     with MODEL_POOL.borrow(spec.model, dtype=placement.dtype,
                            device=placement.device) as loaded:
         load_s = time.perf_counter() - started

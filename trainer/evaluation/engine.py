@@ -61,6 +61,16 @@ PREFIX_ENGINES = ("prefix", "fp32")
 # ~65-95 GFLOP/s at 60-80 rows and ~85-130 at 160-240 (2 cores); the batch refills at
 # half capacity, so 240 keeps steps at 120-240 rows.
 DEFAULT_BATCH_ROWS = 240
+# On a GPU a decode step of this small model costs mostly kernel launches, nearly flat
+# in the rows up to thousands, so more rows mean fewer steps. An estimate, not a
+# measurement (no GPU was lent when it was set): tests/benchmarks/gpu_check.py prints
+# the sampling rate it gives.
+CUDA_BATCH_ROWS = 1024
+
+
+def batch_rows_for(device: str) -> int:
+    """The default rows decoded together on ``device`` (a speed setting only)."""
+    return CUDA_BATCH_ROWS if device.startswith("cuda") else DEFAULT_BATCH_ROWS
 
 
 def check_engine(name: str) -> str:
