@@ -45,10 +45,14 @@ def baseline_tree(ref: str = PREVIOUS_RELEASE) -> Path:
 
 
 def run_side(side: str, payload: str, args: Sequence[str], *, baseline: Path | None = None,
-             timeout: float = 3600) -> dict[str, Any]:
-    """Run ``payloads/<payload>.py`` for ``side`` and return its JSON result."""
+             timeout: float = 3600, dtype: bool = True) -> dict[str, Any]:
+    """Run ``payloads/<payload>.py`` for ``side`` and return its JSON result.
+
+    The benchmark's own process never imports torch, so no OpenMP thread of its own
+    spins beside a side's (with ``OMP_WAIT_POLICY=ACTIVE`` they would, for ever)."""
     tree = (baseline or baseline_tree()) if side == "previous" else ROOT
-    extra = [] if side == "previous" else ["--dtype", {"fp32": "float32", "bf16": "bfloat16"}[side]]
+    extra = ([] if side == "previous" or not dtype
+             else ["--dtype", {"fp32": "float32", "bf16": "bfloat16"}[side]])
     env = {**os.environ, "PYTHONPATH": str(tree), "TQDM_DISABLE": "1"}
     proc = subprocess.run([sys.executable, str(PAYLOADS / f"{payload}.py"), *args, *extra],
                           cwd=tree, env=env, capture_output=True, text=True, timeout=timeout,
@@ -60,20 +64,15 @@ def run_side(side: str, payload: str, args: Sequence[str], *, baseline: Path | N
 
 def host_header() -> str:
     """The host's capabilities and measured GEMM rates, printed first by every benchmark."""
-    from trainer.devices import gemm_rates, host_capabilities
-    from trainer.threads import configure_threads
-
-    configure_threads()
-    caps = host_capabilities()
+    caps = run_side("fp32", "host", [], dtype=False)
     lines = [f"host: {caps['cpu']}; {caps['threads']} threads; torch CPU capability "
              f"{caps['torch_cpu_capability']}; amx_bf16={caps['amx_bf16']} "
              f"avx512_bf16={caps['avx512_bf16']}; dtype auto -> {caps['auto_dtype_cpu']}"
              + (f"; CUDA: {', '.join(caps['cuda'])}" if caps["cuda"] else "")]
-    for rows, shape in ((240, (576, 1536)), (600, (1536, 576)), (240, (576, 49152))):
-        rate = gemm_rates(rows=rows, shape=shape)
-        lines.append(f"  GEMM {rows}x{shape[0]} @ {shape[0]}x{shape[1]}: fp32 "
-                     f"{rate['float32']:.0f} GFLOP/s, bf16 {rate['bfloat16']:.0f} GFLOP/s "
-                     f"({rate['bfloat16'] / rate['float32']:.2f}x)")
+    for rate in caps["gemm"]:
+        (k, n), rows = rate["shape"], rate["rows"]
+        lines.append(f"  GEMM {rows}x{k} @ {k}x{n}: fp32 {rate['float32']:.0f} GFLOP/s, bf16 "
+                     f"{rate['bfloat16']:.0f} GFLOP/s ({rate['bfloat16'] / rate['float32']:.2f}x)")
     return "\n".join(lines)
 
 
